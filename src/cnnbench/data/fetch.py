@@ -1,0 +1,214 @@
+"""fetch: bring one raw source into a directory, whole or not at all.
+
+Everything is built in a temporary sibling directory and renamed into place at the end, so a
+download that breaks (network, checksum, Ctrl-C) never leaves something that looks complete.
+The output holds one archive file plus `source.json` saying where it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import posixpath
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cnnbench.config import SourceConfig
+from cnnbench.errors import CnnbenchError
+from cnnbench.files import staging_dir
+
+MANIFEST = "source.json"
+# Seconds a connection may stay silent before the download fails (not a limit on the whole download).
+URL_TIMEOUT_S = 60
+
+
+class FetchError(CnnbenchError):
+    """A source could not be fetched (network, credentials, checksum, missing path)."""
+
+
+def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
+    """Fetch `source` into `out_dir` (replaced atomically); return the fetched file's path."""
+    out_dir = Path(out_dir)
+    uri = source.uri
+    with staging_dir(out_dir) as tmp:
+        if uri.startswith("sklearn:"):
+            path, extra = _fetch_sklearn(uri.split(":", 1)[1], tmp), {}
+        elif uri.startswith("kaggle:"):
+            path, extra = _fetch_kaggle(uri.split(":", 1)[1], tmp)
+        elif uri.startswith(("http://", "https://")):
+            path, extra = _fetch_url(uri, tmp, source.md5), {}
+        else:
+            path, extra = _fetch_local(Path(uri).expanduser(), tmp), {}
+        if source.md5 and not uri.startswith(("http://", "https://")):
+            _verify_md5(path, source.md5, uri)
+        manifest = {"uri": uri, "format": source.format, "file": path.name,
+                    "bytes": path.stat().st_size, "md5": _md5(path), **extra}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out_dir / path.name
+
+
+def read_manifest(raw_dir: str | Path) -> dict:
+    """The `source.json` of a fetched source, or a clear error when the fetch never completed."""
+    path = Path(raw_dir) / MANIFEST
+    if not path.is_file():
+        raise CnnbenchError(f"{raw_dir} holds no complete fetch ({MANIFEST} is missing): run its fetch stage first.")
+    return json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------ one function per kind of uri
+
+
+def _fetch_sklearn(name: str, tmp: Path) -> Path:
+    """The datasets that ship inside scikit-learn (no network): today, `digits`."""
+    if name != "digits":
+        raise FetchError(f"sklearn:{name}: unknown embedded dataset; the only one is sklearn:digits.")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are counts 0..16 of an 8x8 grid: scale to the 0..255 of every other image source.
+    images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)
+    path = tmp / "digits.npz"
+    np.savez_compressed(path, images=images, labels=digits.target.astype(np.int64),
+                        classes=np.array([str(c) for c in digits.target_names]))
+    return path
+
+
+def _fetch_url(url: str, tmp: Path, md5: str | None) -> Path:
+    """Stream an http(s) file into `tmp`; a short read or a wrong md5 is an error, never a file.
+
+    urllib (not torchvision's download_url): a connection that closes early ends `read()` quietly,
+    so the byte count is checked against Content-Length here, and https is never retried as http.
+    """
+    filename = posixpath.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    path = tmp / (filename if filename not in ("", ".", "..") else "download")
+    advice = ("Check the network connection and the URL; on a machine without access, download the file "
+              "elsewhere and set the source's `uri` to its local path.")
+    digest = hashlib.md5()
+    request = urllib.request.Request(url, headers={"User-Agent": "cnnbench"})
+    try:
+        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response, open(path, "wb") as fh:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
+            # disable=None: a bar on a terminal only, so a log's stderr holds just the messages.
+            with tqdm(total=expected, unit="B", unit_scale=True, desc=path.name, mininterval=2, leave=False,
+                      disable=None) as bar:
+                while chunk := response.read(1 << 20):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            received = fh.tell()
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+        reason = err.reason if isinstance(err, urllib.error.URLError) and not isinstance(
+            err, urllib.error.HTTPError) else err
+        raise FetchError(f"could not download {url}: {reason}. {advice}") from None
+    if expected is not None and received != expected:
+        raise FetchError(f"could not download {url}: the connection closed after {received} of {expected} "
+                         f"bytes; nothing was kept. {advice}")
+    if md5 and digest.hexdigest() != md5.lower():
+        raise FetchError(
+            f"{url}: the download's md5 is {digest.hexdigest()}, expected {md5}. The file is corrupt or has changed "
+            f"upstream; nothing was kept. Retry, or update `md5` in params.yaml if the change is intended."
+        )
+    return path
+
+
+def _fetch_kaggle(ref: str, tmp: Path) -> tuple[Path, dict]:
+    parts = ref.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise FetchError(f"kaggle:{ref}: expected kaggle:<owner>/<slug> or kaggle:<owner>/<slug>/<version>.")
+    api = _kaggle_api()
+    try:
+        api.dataset_download_files(ref, path=str(tmp), unzip=False, quiet=False)
+    except (Exception, SystemExit) as err:  # the client raises many types, and exits on some
+        raise FetchError(
+            f"the Kaggle download of {ref} failed: {_one_line(err)}. Check the network, the dataset name and that your "
+            f"account accepted the dataset's terms on kaggle.com. Alternatively download the zip by hand and "
+            f"set the source's `uri` to its local path."
+        ) from None
+    zips = sorted(tmp.glob("*.zip"))
+    if len(zips) != 1:
+        raise FetchError(f"the Kaggle download of {ref} produced {len(zips)} zip files, expected one.")
+    path = zips[0].rename(tmp / "archive.zip")
+    _check_zip(path, f"kaggle:{ref}")
+    return path, {"kaggle_ref": ref, "kaggle_version": parts[2] if len(parts) == 3 else "latest (unpinned)"}
+
+
+def _kaggle_api():
+    """The authenticated Kaggle client; imported here because `import kaggle` authenticates at once."""
+    advice = (
+        "Kaggle credentials are missing or invalid. Create an API token on kaggle.com (Settings > API) and "
+        "either export KAGGLE_API_TOKEN, or save it as ~/.kaggle/access_token; the legacy kaggle.json "
+        "(in $KAGGLE_CONFIG_DIR or ~/.kaggle/, mode 600) or KAGGLE_USERNAME and KAGGLE_KEY also work. "
+        "Without an account, download the dataset zip by hand and set the source's `uri` to its path."
+    )
+    try:
+        import kaggle  # old clients authenticate here already
+        api = kaggle.api
+        api.authenticate()
+    except ImportError as err:
+        raise FetchError(f"the Kaggle client cannot be imported ({err}): `pip install kaggle`, or download the "
+                         f"dataset zip by hand and set the source's `uri` to its path.") from None
+    except (Exception, SystemExit) as err:  # older clients call exit(1) on missing credentials
+        detail = f" ({_one_line(err)})" if str(err) and not isinstance(err, SystemExit) else ""
+        raise FetchError(advice + detail) from None
+    return api
+
+
+def _fetch_local(path: Path, tmp: Path) -> Path:
+    if not path.exists():
+        raise FetchError(
+            f"{path}: no such file or directory. Set the source's `uri` to an existing .zip or directory, "
+            f"an http(s) URL, or kaggle:<owner>/<slug>."
+        )
+    if path.is_dir():
+        # A directory is zipped (stored, not compressed: JPEGs do not shrink) so the output is one file.
+        out = tmp / "archive.zip"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                zf.write(file, file.relative_to(path).as_posix())
+        return out
+    out = tmp / path.name
+    shutil.copyfile(path, out)
+    if out.suffix == ".zip":
+        _check_zip(out, str(path))
+    return out
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _check_zip(path: Path, what: str) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except zipfile.BadZipFile:
+        raise FetchError(f"{what}: not a valid zip archive (truncated or not a zip). Nothing was kept.") from None
+    if bad is not None:
+        raise FetchError(f"{what}: the zip is corrupt (first bad member: {bad}). Nothing was kept.")
+
+
+def _verify_md5(path: Path, expected: str, what: str) -> None:
+    actual = _md5(path)
+    if actual != expected.lower():
+        raise FetchError(f"{what}: md5 is {actual}, expected {expected}. Nothing was kept.")
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line: the stage prints it as a single paragraph."""
+    return " ".join(str(err).split())
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

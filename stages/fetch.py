@@ -1,0 +1,23 @@
+"""DVC stage `fetch@<source>`: download or copy one raw source into data/raw/<source>/."""
+
+import argparse
+
+from cnnbench.cli import stage_main
+from cnnbench.config import load_params
+from cnnbench.data.fetch import fetch_source
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("source", help="a name under `sources:` in params.yaml")
+    parser.add_argument("out_dir", help="directory to (re)create, e.g. data/raw/cifar10")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    source = load_params(args.params).source(args.source)
+    path = fetch_source(source, args.out_dir)
+    print(f"fetched {source.uri} -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,38 @@
+"""DVC stage `prepare@<dataset>`: clean, resize and split a fetched source into arrays.
+
+Writes the arrays to OUT_DIR, the data report (every dropped file with its reason) to REPORT,
+and a contact sheet of sample images per class beside the report.
+"""
+
+import argparse
+from pathlib import Path
+
+from cnnbench.cli import stage_main
+from cnnbench.config import load_params
+from cnnbench.data.prepare import prepare_dataset, write_data_report, write_prepared
+from cnnbench.report import save_sample_sheet
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("dataset", help="a name under `datasets:` in params.yaml")
+    parser.add_argument("raw_dir", help="the fetched source, e.g. data/raw/cifar10")
+    parser.add_argument("out_dir", help="where the arrays go, e.g. data/prepared/cifar10")
+    parser.add_argument("report", help="the data report JSON, e.g. reports/data/cifar10.json")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    prepared = prepare_dataset(params.dataset(args.dataset), args.raw_dir, workers=args.workers)
+    write_prepared(prepared, args.out_dir)
+    write_data_report(prepared.report, args.report)
+    sheet = save_sample_sheet(prepared, Path(args.report).with_name(f"{args.dataset}_samples.png"),
+                              highlight=set(params.report.highlight_classes))
+    counts = ", ".join(f"{s} {len(prepared.y[s])}" for s in prepared.y)
+    print(f"prepared {args.dataset}: {len(prepared.classes)} classes, {counts}; "
+          f"{len(prepared.report['dropped'])} files dropped (see {args.report}); samples in {sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    stage_main(main)
