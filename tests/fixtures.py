@@ -1,0 +1,282 @@
+"""Builders of small raw sources in their real formats, and a local HTTP server to fetch them from.
+
+Plain functions (no pytest here), so any test module can `from fixtures import ...` them:
+- make_cifar10_tarball: the CIFAR-10 python tarball (pickled batches, protocol 2, as published);
+- make_kaggle_tree / zip_tree: the Kaggle image-csv layout, with every dirty case planted and listed;
+- serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.server
+import io
+import pickle
+import socket
+import tarfile
+import threading
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+# ------------------------------------------------------------------ CIFAR-10 python tarball
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+
+
+@dataclass
+class Cifar10Fixture:
+    path: Path
+    md5: str
+    classes: list[str]
+    train_x: np.ndarray          # (N, 32, 32, 3) uint8, data_batch_1..5 in order, NHWC
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    marked_id: str = "data_batch_1[0]"  # the image whose top-left pixel is pure red
+
+
+def make_cifar10_tarball(directory: Path, per_batch: int = 20, seed: int = 0) -> Cifar10Fixture:
+    """Write `cifar-10-python.tar.gz` with the official layout and pickles, `per_batch` images per batch.
+
+    Labels are balanced inside each batch; pixels are random per image; the first image of
+    data_batch_1 has a pure red top-left pixel (and no other pure red pixel) to check orientation.
+    """
+    assert per_batch % len(CIFAR10_CLASSES) == 0, "per_batch must keep the classes balanced"
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CIFAR10_ARCHIVE
+    batches, xs, ys = {}, [], []
+    for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        labels = rng.permutation(np.repeat(np.arange(len(CIFAR10_CLASSES)), per_batch // len(CIFAR10_CLASSES)))
+        images = rng.integers(0, 250, size=(per_batch, 32, 32, 3), dtype=np.uint8)  # < 250: no pure red
+        if b == 0:
+            images[0, 0, 0] = (255, 0, 0)
+        # The published layout: each row holds the R plane, then G, then B, each 32x32 row-major.
+        data = images.transpose(0, 3, 1, 2).reshape(per_batch, 3072).copy()
+        title = "testing batch 1 of 1" if name == "test_batch" else f"training batch {b + 1} of 5"
+        batches[name] = {
+            b"batch_label": title.encode(),
+            b"labels": [int(v) for v in labels],
+            b"data": data,
+            b"filenames": [f"{CIFAR10_CLASSES[v]}_s_{b:02d}{i:04d}.png".encode() for i, v in enumerate(labels)],
+        }
+        xs.append(images)
+        ys.append(labels)
+    batches["batches.meta"] = {
+        b"label_names": [c.encode() for c in CIFAR10_CLASSES],
+        b"num_cases_per_batch": per_batch,
+        b"num_vis": 3072,
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        folder = tarfile.TarInfo("cifar-10-batches-py")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        members = {name: pickle.dumps(batch, protocol=2) for name, batch in batches.items()}
+        members["readme.html"] = b"<html>CIFAR-10 (test fixture)</html>\n"
+        for name, payload in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size, info.mode = len(payload), 0o644
+            tar.addfile(info, io.BytesIO(payload))
+    return Cifar10Fixture(path=path, md5=md5_of(path), classes=list(CIFAR10_CLASSES),
+                          train_x=np.concatenate(xs[:5]), train_y=np.concatenate(ys[:5]),
+                          test_x=xs[5], test_y=ys[5])
+
+
+# ------------------------------------------------------------------ Kaggle image-csv layout
+
+KAGGLE_CLASSES = ["ADONIS", "AFRICAN GIANT SWALLOWTAIL", "BLUE SPOTTED CROW"]  # sorted, as prepare orders them
+KAGGLE_CSV = "butterflies and moths.csv"
+SPLIT_DIRS = {"train": "train", "val": "valid", "test": "test"}
+
+
+@dataclass
+class KaggleFixture:
+    """What a correct prepare must do with the tree: which files it keeps and why it drops the others."""
+
+    root: Path
+    classes: list[str]
+    kept: dict[str, list[str]] = field(default_factory=dict)   # split -> member paths kept, CSV order
+    dropped: dict[str, str] = field(default_factory=dict)      # member path -> reason category
+    converted: dict[str, int] = field(default_factory=dict)    # original mode -> images converted to RGB
+    files_per_class: dict[str, int] = field(default_factory=dict)  # decodable-or-not files present and listed
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)    # member -> RGB pixels as written (lossless ones)
+    png_as_jpg: str = ""
+    cmyk: str = ""
+    gray: str = ""
+    wide: str = ""               # 40x30: red left band, blue right band, green centre square
+    duplicate: tuple[str, str] = ("", "")  # (kept, dropped), same pixels, both in train
+    leak: tuple[str, str] = ("", "")       # (kept test copy, dropped train copy)
+
+    def kept_labels(self, split: str) -> list[str]:
+        return [member.split("/")[1] for member in self.kept[split]]
+
+
+def random_image(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Smooth random RGB content: distinct per call, and small once JPEG-encoded."""
+    coarse = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+
+
+def jpeg_bytes(pixels: np.ndarray, mode: str = "RGB", quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, "JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_kaggle_tree(root: Path, per_split: dict[str, int] | None = None, seed: int = 0,
+                     sizes: tuple[tuple[int, int], ...] = ((40, 30), (224, 224))) -> KaggleFixture:
+    """The Kaggle butterflies layout under `root`: train/valid/test/<CLASS>/<n>.jpg plus the CSV.
+
+    Good images per split and class come from `per_split` (default train 3, val 2, test 2), alternating
+    over `sizes`. The dirty cases below are planted on top, each recorded in the returned fixture.
+    """
+    per_split = per_split or {"train": 3, "val": 2, "test": 2}
+    rng = np.random.default_rng(seed)
+    fx = KaggleFixture(root=root, classes=list(KAGGLE_CLASSES), kept={s: [] for s in SPLIT_DIRS})
+    rows: list[tuple[str, str, str]] = []  # (member, label, split)
+    files: dict[str, bytes] = {}
+    adonis, african, crow = KAGGLE_CLASSES
+
+    def member(split: str, label: str, name: str) -> str:
+        return f"{SPLIT_DIRS[split]}/{label}/{name}"
+
+    def add(split: str, label: str, name: str, data: bytes | None, outcome: str = "kept", listed: bool = True) -> str:
+        path = member(split, label, name)
+        if data is not None:
+            files[path] = data
+        if listed:
+            rows.append((path, label, split))
+        if outcome == "kept":
+            fx.kept[split].append(path)
+        else:
+            fx.dropped[path] = outcome
+        return path
+
+    n = 0
+    for split in SPLIT_DIRS:
+        for label in KAGGLE_CLASSES:
+            for _ in range(per_split[split]):
+                n += 1
+                width, height = sizes[n % len(sizes)]
+                add(split, label, f"{n:03d}.jpg", jpeg_bytes(random_image(rng, width, height)))
+
+    # Kept although unusual: a PNG under a .jpg name, a CMYK JPEG, a grayscale JPEG, a non-square one.
+    png = random_image(rng, 224, 224)
+    fx.png_as_jpg = add("train", crow, "png_named.jpg", png_bytes(png))
+    fx.pixels[fx.png_as_jpg] = png
+    fx.cmyk = add("train", adonis, "cmyk.jpg", jpeg_bytes(random_image(rng, 40, 30), mode="CMYK"))
+    fx.gray = add("val", african, "gray.jpg", jpeg_bytes(random_image(rng, 224, 224), mode="L"))
+    fx.converted = {"CMYK": 1, "L": 1}
+    wide = np.zeros((30, 40, 3), np.uint8)
+    wide[:, :5], wide[:, 5:35], wide[:, 35:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    fx.wide = add("train", african, "wide.jpg", jpeg_bytes(wide, quality=95))
+
+    # Dropped, each for its own reason.
+    add("train", adonis, "random_bytes.jpg", rng.bytes(3000), outcome="undecodable")
+    whole = jpeg_bytes(random_image(rng, 224, 224))
+    add("train", adonis, "truncated.jpg", whole[: len(whole) // 2], outcome="undecodable")
+    add("train", african, "empty.jpg", b"", outcome="empty file")
+    add("test", adonis, "missing.jpg", None, outcome="missing file")
+    add("train", adonis, ".DS_Store", b"\x00\x00\x00\x01Bud1" + rng.bytes(200), outcome="junk file", listed=False)
+    same = jpeg_bytes(random_image(rng, 224, 224))
+    fx.duplicate = (add("train", crow, "dup_a.jpg", same), add("train", crow, "dup_b.jpg", same, outcome="duplicate"))
+    leaked = jpeg_bytes(random_image(rng, 40, 30))
+    fx.leak = (add("test", african, "leak.jpg", leaked), add("train", african, "leak.jpg", leaked, outcome="leak"))
+
+    for path, data in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    order = {split: i for i, split in enumerate(SPLIT_DIRS)}
+    rows.sort(key=lambda r: (order[r[2]], r[1], r[0]))  # the Kaggle CSV lists split by split, class by class
+    with open(root / KAGGLE_CSV, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["class id", "filepaths", "labels", "data set"])
+        for path, label, split in rows:
+            writer.writerow([KAGGLE_CLASSES.index(label), path, label, SPLIT_DIRS[split]])
+    position = {path: i for i, (path, _, _) in enumerate(rows)}
+    for split in fx.kept:
+        fx.kept[split].sort(key=position.__getitem__)
+    listed = set(position)
+    fx.files_per_class = {c: sum(1 for p in files if p in listed and p.split("/")[1] == c) for c in KAGGLE_CLASSES}
+    return fx
+
+
+def zip_tree(root: Path, path: Path, prefix: str = "") -> Path:
+    """Zip every file under `root` (names relative to it, under `prefix`), as Kaggle serves a dataset."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            zf.write(file, prefix + file.relative_to(root).as_posix())
+    return path
+
+
+# ------------------------------------------------------------------ local HTTP
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass
+
+
+@contextmanager
+def _serve(handler) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1 (a free port); yields the base URL."""
+    with _serve(partial(_QuietHandler, directory=str(directory))) as url:
+        yield url
+
+
+@contextmanager
+def serve_truncated(payload: bytes, sent_fraction: float = 0.5) -> Iterator[str]:
+    """A server that announces all of `payload` (Content-Length) but closes after sending a part of it."""
+
+    class Handler(_QuietHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[: int(len(payload) * sent_fraction)])
+            self.wfile.flush()
+            self.close_connection = True
+
+    with _serve(Handler) as url:
+        yield url
+
+
+def closed_port_url(name: str = CIFAR10_ARCHIVE) -> str:
+    """A URL on 127.0.0.1 where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
