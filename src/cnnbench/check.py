@@ -1,0 +1,148 @@
+"""The CI regression gate: the gated suite's metrics against a committed baseline.
+
+Every gated metric is "higher is better" (accuracies, macro-F1); a metric fails when it drops by
+more than its tolerance (an absolute difference: accuracies are fractions in [0, 1]). A run or
+metric in the baseline but absent now fails too (MISSING); one absent from the baseline is NEW and
+passes, so adding a run never breaks CI. Values come from the run's eval/metrics.json, then from
+the flat keys of its train/metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from cnnbench.config import CheckConfig
+from cnnbench.errors import CnnbenchError
+from cnnbench.files import write_json_atomic
+
+COLUMNS = ("run", "metric", "baseline", "now", "delta", "tolerance", "verdict")
+
+
+def default_runs_dir(check_cfg: CheckConfig) -> Path:
+    return Path("reports/runs") / check_cfg.suite
+
+
+def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """{run: {metric: value}} for the gated metrics of every run under runs_dir that has metrics."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(check_cfg)
+    if not runs_dir.is_dir():
+        raise CnnbenchError(f"{runs_dir}: no such directory; produce the metrics first: "
+                            f"dvc repro report@{check_cfg.suite}")
+    out = {}
+    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        sources = [m for m in (_read_json(run_dir / "eval" / "metrics.json"),
+                               _read_json(run_dir / "train" / "metrics.json")) if m is not None]
+        if not sources:
+            continue
+        values = {}
+        for metric in check_cfg.metrics:
+            value = next((m[metric] for m in sources if _is_number(m.get(metric))), None)
+            if value is not None:
+                values[metric] = float(value)
+        out[run_dir.name] = values
+    return out
+
+
+def update_baseline(check_cfg: CheckConfig, runs_dir: str | Path | None = None,
+                    baseline_path: str | Path = "reports/baseline.json") -> Path:
+    """Write the current gated metrics as the baseline (sorted JSON, written atomically)."""
+    metrics = collect_metrics(check_cfg, runs_dir)
+    if not any(metrics.values()):
+        where = runs_dir if runs_dir is not None else default_runs_dir(check_cfg)
+        raise CnnbenchError(f"{where}: no run has any of the gated metrics ({', '.join(check_cfg.metrics)}); "
+                            f"run `dvc repro report@{check_cfg.suite}` first")
+    return write_json_atomic(baseline_path, {"suite": check_cfg.suite, "metrics": metrics})
+
+
+def load_baseline(baseline_path: str | Path) -> dict:
+    """The baseline file's {"suite", "metrics"}; a missing or broken file says how to make one."""
+    path = Path(baseline_path)
+    hint = "create it with `cnnbench update-baseline` (after `dvc repro`) and commit it"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CnnbenchError(f"{path}: no baseline file; {hint}") from None
+    except (OSError, ValueError) as err:
+        raise CnnbenchError(f"{path}: unreadable baseline ({err}); {hint}") from None
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(metrics, dict) or not all(
+            isinstance(v, dict) and all(_is_number(x) for x in v.values()) for v in metrics.values()):
+        raise CnnbenchError(f"{path}: not a baseline file (expected {{\"suite\", \"metrics\": {{run: "
+                            f"{{metric: value}}}}}}); {hint}")
+    return data
+
+
+def check_metrics(check_cfg: CheckConfig, runs_dir: str | Path | None = None,
+                  baseline_path: str | Path = "reports/baseline.json") -> tuple[bool, str]:
+    """Compare the current metrics with the baseline: (passed, a plain-text table ending in a summary line)."""
+    baseline = load_baseline(baseline_path)
+    if baseline.get("suite") not in (None, check_cfg.suite):
+        raise CnnbenchError(f"{baseline_path}: a baseline of suite {baseline['suite']!r}, but check.suite is "
+                            f"{check_cfg.suite!r}; run `cnnbench update-baseline` to replace it")
+    rows = compare(check_cfg, baseline["metrics"], collect_metrics(check_cfg, runs_dir))
+    failed = sum(r[-1] in ("DROP", "MISSING") for r in rows)
+    new = sum(r[-1] == "NEW" for r in rows)
+    ok = len(rows) - failed - new
+    lines = [format_table(rows)] if rows else []
+    if failed:
+        lines.append("A drop larger than the tolerance, or a run or metric gone missing, fails the gate "
+                     "(all gated metrics: higher is better). If the change is intended, run "
+                     "`cnnbench update-baseline` and commit the baseline.")
+    lines.append(f"check-metrics: {ok} ok, {failed} failed" + (f", {new} new" if new else ""))
+    return failed == 0, "\n".join(lines)
+
+
+def compare(check_cfg: CheckConfig, baseline: dict, now: dict) -> list[tuple[str, ...]]:
+    """One row per (run, gated metric) present on either side: formatted cells, the verdict last."""
+    rows = []
+    for run in sorted(set(baseline) | set(now)):
+        before, after = baseline.get(run, {}), now.get(run, {})
+        for metric in check_cfg.metrics:
+            b, n = before.get(metric), after.get(metric)
+            if b is None and n is None:
+                continue
+            tol = check_cfg.tolerance_for(metric)
+            if b is None:
+                verdict, delta = "NEW", None
+            elif n is None:
+                verdict, delta = "MISSING", None
+            else:
+                delta = n - b
+                # A NaN now is a broken run, not a pass; the epsilon keeps an exact-tolerance drop passing.
+                verdict = "ok" if math.isfinite(n) and delta >= -tol - 1e-12 else "DROP"
+            rows.append((run, metric, _num(b), _num(n), "" if delta is None else f"{delta:+.4f}",
+                         f"{tol:.4f}", verdict))
+    return rows
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """Aligned plain-text columns with a header; numbers right-aligned."""
+    table = [COLUMNS, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    numeric = {2, 3, 4, 5}
+
+    def line(row):
+        cells = (c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(COLUMNS), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it") from None
+    return data if isinstance(data, dict) else None
