@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cnnbench.config import CheckConfig
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import write_json_atomic
+from cnnbench.files import read_json_object, write_json_atomic
 
 COLUMNS = ("run", "metric", "baseline", "now", "delta", "tolerance", "verdict")
 
@@ -32,8 +32,8 @@ def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path | None = None) 
                             f"dvc repro report@{check_cfg.suite}")
     out = {}
     for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        sources = [m for m in (_read_json(run_dir / "eval" / "metrics.json"),
-                               _read_json(run_dir / "train" / "metrics.json")) if m is not None]
+        sources = [m for m in (read_json_object(run_dir / "eval" / "metrics.json"),
+                               read_json_object(run_dir / "train" / "metrics.json")) if m is not None]
         if not sources:
             continue
         values = {}
@@ -138,11 +138,3 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it") from None
-    return data if isinstance(data, dict) else None

@@ -52,3 +52,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """JSON with sorted keys and a trailing newline, so diffs in git stay readable."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """A JSON object from `path`; None when the file is absent, a clear error when it is unreadable."""
+    from cnnbench.errors import CnnbenchError
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it.") from None
+    return data if isinstance(data, dict) else None

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnbench.config import ReportConfig
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
+from cnnbench.files import read_json_object, staging_dir, write_json_atomic, write_text_atomic
 
 DPI = 120
 HIGHLIGHT = "#d62728"   # red: the classes the study found noisy
@@ -103,8 +103,8 @@ _RUN_COLUMNS = ["run", "dataset", "model", "pretrained", "seed", "config", "peak
 
 def _load_run_row(run_dir: Path) -> dict | None:
     params = _read_yaml(run_dir / "train" / "params.yaml")
-    train = _read_json(run_dir / "train" / "metrics.json")
-    evaluation = _read_json(run_dir / "eval" / "metrics.json")
+    train = read_json_object(run_dir / "train" / "metrics.json")
+    evaluation = read_json_object(run_dir / "eval" / "metrics.json")
     if params is None and train is None and evaluation is None:
         return None
     params, train, evaluation = params or {}, train or {}, evaluation or {}
@@ -146,16 +146,6 @@ def _load_curves(run_dir: Path) -> list[tuple]:
             raise CnnbenchError(f"{path}: not a DVCLive metric TSV ({err}); re-run the train stage.") from None
         out.extend((run_dir.name, series, int(s) + 1, float(v)) for s, v in zip(steps, values))
     return out
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it.") from None
-    return data if isinstance(data, dict) else None
 
 
 def _read_yaml(path: Path) -> dict | None:
