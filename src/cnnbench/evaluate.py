@@ -1,0 +1,160 @@
+"""evaluate and predict: the best-validation checkpoint on the untouched test split, or on any image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from cnnbench.config import EvaluateConfig
+from cnnbench.data.loader import Normalize
+from cnnbench.data.prepare import decode_image, load_prepared
+from cnnbench.errors import CnnbenchError
+from cnnbench.files import write_json_atomic, write_text_atomic
+from cnnbench.models import build_model, spec_from_dict
+from cnnbench.train import BEST
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnbenchError(f"--device {device}: CUDA is not available on this machine; use cpu.")
+    return torch.device(device)
+
+
+def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path = "data/runs") -> Path:
+    """A .pt file, a run directory holding best.pt, or a run name under runs_dir."""
+    for candidate in (Path(run_or_checkpoint), Path(run_or_checkpoint) / BEST, Path(runs_dir) / run_or_checkpoint / BEST):
+        if candidate.is_file():
+            return candidate
+    raise CnnbenchError(f"{run_or_checkpoint}: no checkpoint found (looked for the file itself, "
+                        f"{Path(run_or_checkpoint) / BEST} and {Path(runs_dir) / run_or_checkpoint / BEST}). "
+                        f"Train the run first: dvc repro train@{run_or_checkpoint}")
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network a best.pt describes and load its weights, in eval mode."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        spec_fields = {k: v for k, v in ckpt["spec"].items() if k != "name"}
+    except Exception as err:  # unpickling arbitrary bytes raises almost any type; all mean "not a checkpoint"
+        first_line = next(iter(str(err).splitlines()), "")
+        raise CnnbenchError(f"{path}: not a cnnbench checkpoint ({type(err).__name__}: {first_line}).") from None
+    spec = spec_from_dict(ckpt["model_name"], spec_fields)
+    model = build_model(spec, num_classes=len(ckpt["classes"]), image_size=ckpt["image_size"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def predict_probs(model, images: np.ndarray, mean, std, device: torch.device, batch_size: int = 1024,
+                  tta_flip: bool = False) -> np.ndarray:
+    """Class probabilities for uint8 NHWC images; with tta_flip, averaged with the mirrored image."""
+    norm = Normalize(mean, std, device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+        x = norm(chunk.to(device).permute(0, 3, 1, 2))
+        probs = F.softmax(model(x).float(), dim=1)
+        if tta_flip:
+            probs = (probs + F.softmax(model(x.flip(3)).float(), dim=1)) / 2
+        out.append(probs.cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> tuple[dict, pd.DataFrame]:
+    """Top-1, top-5 (when there are more than 5 classes), macro-F1 and a per-class table (scikit-learn)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, top_k_accuracy_score
+
+    labels = np.arange(len(classes))
+    pred = probs.argmax(1)
+    metrics = {
+        "test_top1": float(accuracy_score(y_true, pred)),
+        "test_top5": float(top_k_accuracy_score(y_true, probs, k=5, labels=labels)) if len(classes) > 5 else None,
+        "test_macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        "test_loss": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()),
+        "num_test": int(len(y_true)),
+        "num_classes": len(classes),
+    }
+    p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+    per_class = pd.DataFrame({"class": classes, "precision": p, "recall": r, "f1": f, "support": s})
+    return metrics, per_class
+
+
+def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: EvaluateConfig,
+                 device: str = "auto") -> dict:
+    """Evaluate a best.pt on the test split; write metrics.json, per_class.csv and predictions.csv."""
+    dev = resolve_device(device)
+    model, ckpt = load_checkpoint(checkpoint, dev)
+    test = load_prepared(data_dir, splits=("test",)).splits["test"]
+    if len(test.y) == 0:
+        raise CnnbenchError(f"{data_dir}: the test split is empty; give the dataset a test_fraction.")
+    probs = predict_probs(model, test.x, ckpt["mean"], ckpt["std"], dev, cfg.batch_size)
+    metrics, per_class = classification_metrics(test.y, probs, ckpt["classes"])
+    metrics["checkpoint_epoch"] = ckpt["epoch"]
+    if cfg.tta_flip:
+        tta = predict_probs(model, test.x, ckpt["mean"], ckpt["std"], dev, cfg.batch_size, tta_flip=True)
+        metrics["test_top1_tta"] = float((tta.argmax(1) == test.y).mean())
+    classes = np.array(ckpt["classes"])
+    pred = probs.argmax(1)
+    predictions = pd.DataFrame({"index": np.arange(len(test.y)), "id": test.ids, "true": classes[test.y],
+                                "predicted": classes[pred], "confidence": probs.max(1).round(5)})
+    out_dir = Path(out_dir)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_text_atomic(out_dir / "per_class.csv", per_class.round(5).to_csv(index=False))
+    write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
+    return metrics
+
+
+# ------------------------------------------------------------------ predict
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]
+    error: str = ""
+
+
+def predict_files(run_or_checkpoint: str, paths: list[str], runs_dir: str | Path = "data/runs",
+                  device: str = "auto", top_k: int = 5) -> list[Prediction]:
+    """Top-k classes per image file, with the run's own preprocessing; unreadable files get an error each."""
+    dev = resolve_device(device)
+    model, ckpt = load_checkpoint(find_checkpoint(run_or_checkpoint, runs_dir), dev)
+    results, images, where = [], [], []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            results.append(Prediction(path, [], f"cannot read: {err.strerror or err}"))
+            continue
+        decoded = decode_image(data, ckpt["image_size"])
+        if decoded.pixels is None:
+            results.append(Prediction(path, [], decoded.error))
+            continue
+        results.append(Prediction(path, []))
+        images.append(decoded.pixels)
+        where.append(len(results) - 1)
+    if images:
+        probs = predict_probs(model, np.stack(images), ckpt["mean"], ckpt["std"], dev)
+        k = min(top_k, probs.shape[1])
+        for row, i in zip(probs, where):
+            best = np.argsort(-row)[:k]
+            results[i].top = [(ckpt["classes"][j], float(row[j])) for j in best]
+    return results
+
+
+def format_predictions(results: list[Prediction]) -> str:
+    lines = []
+    for r in results:
+        if r.error:
+            lines.append(f"{r.path}: error: {r.error}")
+            continue
+        lines.append(f"{r.path}:")
+        lines.extend(f"  {prob:7.2%}  {name}" for name, prob in r.top)
+    return "\n".join(lines)

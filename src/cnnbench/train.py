@@ -1,0 +1,393 @@
+"""train: one run, end to end — data on the device, seeded, checkpointed every epoch, resumable.
+
+Runs unchanged under `torchrun --nproc_per_node=N` (DistributedDataParallel; NCCL on CUDA, gloo
+on the CPU): every rank takes its share of each global batch, and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cnnbench.config import RunConfig, TrainConfig
+from cnnbench.data.loader import DeviceSplit, Normalize, augment, batches, epoch_order
+from cnnbench.data.prepare import load_prepared
+from cnnbench.errors import CnnbenchError
+from cnnbench.models import build_model, load_pretrained, summarize
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class NonFiniteLoss(CnnbenchError):
+    """The training loss became NaN or infinite."""
+
+
+# ------------------------------------------------------------------ environment
+
+
+@dataclass
+class Dist:
+    """Where this process stands: its rank among `world` processes, and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank() if world > 1 else 0, world, dev)
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
+    """Speed on CUDA (cudnn autotuning, TF32); bitwise reproducibility on the CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif cfg.deterministic:
+        # CUDA stays non-deterministic on purpose: AdaptiveAvgPool2d's backward has no deterministic kernel.
+        torch.use_deterministic_algorithms(True)
+
+
+def config_hash(run: RunConfig, spec, data_meta: dict) -> str:
+    """Identifies what a checkpoint was trained with: resuming from anything else would be wrong."""
+    blob = json.dumps({"run": dataclasses.asdict(run), "spec": dataclasses.asdict(spec),
+                       "data": data_meta}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ optimisation
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (or AdamW); no weight decay on biases and norm parameters."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """One-cycle, or linear warm-up then cosine decay; stepped once per batch."""
+    warmup = max(1, int(cfg.warmup_fraction * total_steps))
+    if cfg.schedule == "onecycle":
+        # OneCycleLR divides by its warm-up length minus one and needs a step after the peak, so it takes
+        # at least two warm-up steps and three in all; a shorter run just stops before the end.
+        warmup = max(2, warmup)
+        total_steps = max(total_steps, warmup + 1)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=warmup / total_steps,
+            anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------ one epoch
+
+
+def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normalize, cfg: TrainConfig,
+                    epoch: int, env: Dist, amp: bool, progress: bool) -> dict:
+    """One pass over the training split; returns summed loss, correct and seen counts."""
+    model.train()
+    order = epoch_order(len(data), cfg.seed, epoch, data.images.device)
+    gen = torch.Generator(device=data.images.device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + env.rank)
+    torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout: a function of (seed, epoch), so resume is exact
+    loss_sum = torch.zeros((), device=env.device)
+    correct = torch.zeros((), device=env.device, dtype=torch.long)
+    seen = 0
+    steps = len(data) // cfg.batch_size
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=False, mininterval=5,
+               disable=not (progress and env.main and steps >= 50), file=sys.stderr)
+    for step, idx in enumerate(batches(order, cfg.batch_size, env.rank, env.world)):
+        x = augment(norm(data.images[idx]), cfg.augment, gen)
+        y = data.labels[idx]
+        if env.device.type == "cuda" and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(env.device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        # A sync per step is free on the CPU; on CUDA check every 50 steps and at the end.
+        if (env.device.type == "cpu" or step % 50 == 0) and not torch.isfinite(loss):
+            raise NonFiniteLoss(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}. "
+                                f"Lower train.lr, or check the data; the last good checkpoint is kept.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        bar.update()
+    bar.close()
+    totals = _all_reduce(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=env.device)]), env)
+    if not math.isfinite(totals[0].item()):
+        raise NonFiniteLoss(f"the training loss became non-finite during epoch {epoch + 1}. Lower train.lr.")
+    return {"loss": totals[0].item() / totals[2].item(), "acc": totals[1].item() / totals[2].item(),
+            "images": int(totals[2].item())}
+
+
+@torch.no_grad()
+def evaluate_split(model, data: DeviceSplit, norm: Normalize, env: Dist, amp: bool, batch_size: int = 1024,
+                   channels_last: bool = False) -> dict:
+    """Loss and accuracy over a whole split (each rank takes a slice; results are summed)."""
+    model.eval()
+    n = len(data)
+    lo, hi = n * env.rank // env.world, n * (env.rank + 1) // env.world
+    loss_sum = torch.zeros((), device=env.device)
+    correct = torch.zeros((), device=env.device)
+    for start in range(lo, hi, batch_size):
+        x = norm(data.images[start:min(hi, start + batch_size)])
+        y = data.labels[start:min(hi, start + batch_size)]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(env.device, amp):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    totals = _all_reduce(torch.stack([loss_sum, correct, torch.tensor(float(hi - lo), device=env.device)]), env)
+    count = max(1.0, totals[2].item())
+    return {"loss": totals[0].item() / count, "acc": totals[1].item() / count}
+
+
+# ------------------------------------------------------------------ the run
+
+
+def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, live_dir: str | Path,
+              device: str = "auto", progress: bool = True) -> dict:
+    """Train one run; write checkpoints to run_dir and DVCLive logs to live_dir; return its summary."""
+    cfg = run.train
+    env = setup_distributed(device)
+    configure_torch(cfg, env.device)
+    if cfg.batch_size % env.world:
+        raise CnnbenchError(f"train.batch_size {cfg.batch_size} must divide evenly across {env.world} processes.")
+    data = load_prepared(data_dir, splits=("train", "val"))
+    train_x, train_y = data.splits["train"].x, data.splits["train"].y
+    if cfg.max_images and cfg.max_images < len(train_y):
+        keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_images]
+        train_x, train_y = train_x[keep.sort().values.numpy()], train_y[keep.sort().values.numpy()]
+    if len(train_y) < cfg.batch_size:
+        raise CnnbenchError(f"run {run.name}: train.batch_size {cfg.batch_size} is larger than the training "
+                            f"split ({len(train_y)} images); lower it.")
+    train_data = DeviceSplit.from_numpy(train_x, train_y, env.device)
+    val_data = DeviceSplit.from_numpy(data.splits["val"].x, data.splits["val"].y, env.device)
+    norm = Normalize(data.mean, data.std, env.device)
+    num_classes = len(data.classes)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, num_classes=num_classes, image_size=data.image_size)
+    if cfg.pretrained:
+        load_pretrained(model, spec, cfg.pretrained)
+    summary = summarize(model, image_size=data.image_size)
+    model.to(env.device)
+    cuda = env.device.type == "cuda"
+    channels_last = cuda and cfg.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp = cuda and cfg.amp
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if cuda else None) \
+        if env.world > 1 else model
+    step_net = torch.compile(net) if cfg.compile else net
+
+    steps_per_epoch = len(train_data) // cfg.batch_size
+    optimizer = make_optimizer(model, cfg)
+    # +1: OneCycleLR's last step would otherwise extrapolate past its final learning rate.
+    schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch + 1)
+
+    run_dir, live_dir = Path(run_dir), Path(live_dir)
+    fingerprint = config_hash(run, spec, {"classes": data.classes, "n_train": len(train_data),
+                                          "image_size": data.image_size, "world": env.world})
+    state = _resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
+    history, best_acc = state["history"], state["best_val_acc"]
+    if state["epoch"] and env.main:
+        print(f"resuming {run.name} from {run_dir / LAST}: {state['epoch']}/{cfg.epochs} epochs done", flush=True)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(env.device)
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        _sync(env)
+        start = time.perf_counter()
+        stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress)
+        _sync(env)
+        seconds = time.perf_counter() - start
+        val = evaluate_split(net, val_data, norm, env, amp, channels_last=channels_last)
+        row = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
+               "val_acc": val["acc"], "lr": schedule.get_last_lr()[0], "epoch_seconds": seconds,
+               "images_per_sec": stats["images"] / seconds}
+        history.append(row)
+        improved = val["acc"] > best_acc
+        best_acc = max(best_acc, val["acc"])
+        if env.main:
+            if improved:
+                _save(_inference_checkpoint(model, spec, run, data, epoch + 1, val["acc"]), run_dir / BEST)
+            _save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                   "schedule": schedule.state_dict(), "history": history, "best_val_acc": best_acc,
+                   "config_hash": fingerprint}, run_dir / LAST)
+            print(_epoch_line(row, cfg.epochs), flush=True)
+
+    in_sync = _ranks_in_sync(model, env)
+    summary_metrics = _summary(history, summary, env, in_sync)
+    if env.main:
+        _write_live(live_dir, run, history, summary_metrics)
+    if env.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary_metrics
+
+
+def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> dict:
+    """The state of an unfinished run with the same settings, loaded into the objects; else a fresh start."""
+    fresh = {"epoch": 0, "history": [], "best_val_acc": -1.0}
+    if not path.is_file():
+        return fresh
+    try:
+        state = torch.load(path, map_location=env.device, weights_only=False)
+    except Exception as err:  # a checkpoint cut short by a kill: start over rather than crash
+        print(f"warning: ignoring unreadable checkpoint {path} ({err}); training from scratch", file=sys.stderr)
+        return fresh
+    if state.get("config_hash") != fingerprint:
+        if env.main:
+            print(f"note: {path} was trained with other settings; training from scratch", file=sys.stderr)
+        return fresh
+    if state["epoch"] >= epochs:
+        # DVC re-runs a finished stage only when a dependency (code, data) changed: the old result is stale.
+        if env.main:
+            print(f"note: {path} holds a finished run ({state['epoch']}/{epochs} epochs); training from scratch",
+                  file=sys.stderr)
+        return fresh
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return state
+
+
+def _inference_checkpoint(model, spec, run: RunConfig, data, epoch: int, val_acc: float) -> dict:
+    """Everything `evaluate` and `predict` need to rebuild the network and its preprocessing."""
+    return {"model": model.state_dict(), "spec": dataclasses.asdict(spec), "model_name": run.model,
+            "run": run.name, "dataset": run.dataset, "classes": data.classes, "image_size": data.image_size,
+            "mean": data.mean, "std": data.std, "epoch": epoch, "val_acc": val_acc}
+
+
+def _summary(history: list[dict], model_summary, env: Dist, in_sync: bool) -> dict:
+    times = [row["epoch_seconds"] for row in history]
+    # The first epoch pays for warm-up (cudnn autotuning, compilation, allocator growth).
+    steady = times[1:] if len(times) > 1 else times
+    sec = statistics.median(steady)
+    rates = [row["images_per_sec"] for row in history]
+    rates = rates[1:] if len(rates) > 1 else rates
+    if env.device.type == "cuda":
+        peak, kind = torch.cuda.max_memory_allocated(env.device) / 2**20, "cuda_max_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+    out = {
+        "best_val_acc": max(row["val_acc"] for row in history),
+        "final_val_acc": history[-1]["val_acc"],
+        "sec_per_epoch": round(sec, 4),
+        "images_per_sec": round(statistics.median(rates), 1),
+        "peak_mem_mb": round(peak, 1),
+        "peak_mem_kind": kind,
+        "params": int(model_summary.params),
+        "flops_per_image": int(model_summary.flops),
+        "device": device_name(env.device),
+        "world_size": env.world,
+        "epochs": len(history),
+    }
+    if env.world > 1:
+        out["ranks_in_sync"] = in_sync
+    return out
+
+
+def _write_live(live_dir: Path, run: RunConfig, history: list[dict], summary: dict) -> None:
+    """Write the DVCLive logs from the full history, so a resumed run logs exactly what an uninterrupted one does."""
+    from dvclive import Live
+
+    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        live.log_params({"run": run.name, "suite": run.suite, "dataset": run.dataset, "model": run.model,
+                         "train": dataclasses.asdict(run.train)})
+        for row in history:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+                split, name = key.split("_")
+                live.log_metric(f"{split}/{name}", round(row[key], 6))
+            live.log_metric("lr", row["lr"])
+            live.log_metric("epoch_seconds", round(row["epoch_seconds"], 4))
+            live.next_step()
+        live.summary.update(summary)
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2%}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2%}  lr {row['lr']:.4g}  "
+            f"{row['epoch_seconds']:.1f}s  {row['images_per_sec']:,.0f} img/s")
+
+
+def _ranks_in_sync(model: nn.Module, env: Dist) -> bool:
+    """DDP self-check: every rank ends with bitwise-identical weights."""
+    if env.world == 1:
+        return True
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(env.device)
+    gathered = [torch.empty_like(checksum) for _ in range(env.world)]
+    dist.all_gather(gathered, checksum)
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+def _save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
+
+
+def _all_reduce(t: torch.Tensor, env: Dist) -> torch.Tensor:
+    if env.world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def _sync(env: Dist) -> None:
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)

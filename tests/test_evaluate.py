@@ -1,0 +1,243 @@
+"""evaluate and predict: test metrics a user can recompute, and `cnnbench predict` on whatever files it gets.
+
+A tiny ResNet is trained for a few seconds on the embedded digits (prepared at 8x8 by the real
+pipeline functions), once with all ten classes and once with four, so top-5 is undefined.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
+
+from cnnbench.cli import main as cnnbench_main
+from cnnbench.config import AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig
+from cnnbench.data.fetch import fetch_source
+from cnnbench.data.prepare import load_prepared, prepare_dataset, write_prepared
+from cnnbench.evaluate import evaluate_run, load_checkpoint, predict_probs
+from cnnbench.models import spec_from_dict
+from cnnbench.train import BEST, train_run
+
+TINY = spec_from_dict("tiny", {"family": "resnet", "stem": {"kernel": 3, "widths": [8], "strides": [1], "pool": False},
+                               "block": "basic", "depths": [1, 1], "widths": [8, 16], "strides": [1, 2]})
+PREDICTIONS_COLUMNS = ["index", "id", "true", "predicted", "confidence"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads spin against other jobs."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("raw") / "digits"
+    fetch_source(SourceConfig("digits", "sklearn:digits", "npz"), out)
+    return out
+
+
+def _trained(raw: Path, base: Path, drop_classes: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """(prepared data dir, run dir holding best.pt) of a 3-epoch tiny run."""
+    cfg = DatasetConfig("digits", "digits", image_size=8, val_fraction=0.1, test_fraction=0.2, split_seed=0,
+                        drop_classes=drop_classes)
+    write_prepared(prepare_dataset(cfg, raw), base / "prepared")
+    run = RunConfig("tiny", "offline", "digits", "tiny",
+                    TrainConfig(epochs=3, batch_size=64, lr=0.2, augment=AugmentConfig(pad=1, flip=True)))
+    train_run(run, TINY, base / "prepared", base / "run", base / "live", device="cpu", progress=False)
+    return base / "prepared", base / "run"
+
+
+@pytest.fixture(scope="module")
+def ten_classes(raw, tmp_path_factory):
+    return _trained(raw, tmp_path_factory.mktemp("ten"))
+
+
+@pytest.fixture(scope="module")
+def four_classes(raw, tmp_path_factory):
+    return _trained(raw, tmp_path_factory.mktemp("four"), drop_classes=tuple("456789"))
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"id": str, "true": str, "predicted": str})
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+def test_metrics_agree_with_scikit_learn_on_the_written_predictions(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    returned = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=True, batch_size=100),
+                            device="cpu")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics == returned
+    test = load_prepared(data_dir, splits=("test",))
+    classes, split = test.classes, test.splits["test"]
+
+    predictions = read_predictions(tmp_path / "predictions.csv")
+    assert list(predictions.columns) == PREDICTIONS_COLUMNS
+    assert len(predictions) == metrics["num_test"] == len(split.y) == 360
+    assert predictions["index"].tolist() == list(range(len(split.y)))
+    assert predictions["id"].tolist() == split.ids
+    assert predictions["true"].tolist() == [classes[i] for i in split.y]
+    assert predictions["confidence"].between(1 / len(classes), 1.0).all()
+
+    assert metrics["test_top1"] == pytest.approx(accuracy_score(predictions["true"], predictions["predicted"]))
+    assert metrics["test_macro_f1"] == pytest.approx(
+        f1_score(predictions["true"], predictions["predicted"], labels=classes, average="macro", zero_division=0))
+    model, ckpt = load_checkpoint(run_dir / BEST, torch.device("cpu"))
+    probs = predict_probs(model, split.x, ckpt["mean"], ckpt["std"], torch.device("cpu"))
+    assert [classes[i] for i in probs.argmax(1)] == predictions["predicted"].tolist()
+    assert metrics["test_top5"] == pytest.approx(top_k_accuracy_score(split.y, probs, k=5, labels=range(10)))
+    assert metrics["test_top1"] <= metrics["test_top5"] <= 1.0
+    assert 0.0 <= metrics["test_top1_tta"] <= 1.0
+    assert metrics["checkpoint_epoch"] == ckpt["epoch"] and metrics["num_classes"] == 10
+
+    per_class = pd.read_csv(tmp_path / "per_class.csv", dtype={"class": str})
+    assert per_class["class"].tolist() == classes
+    assert per_class["support"].tolist() == predictions["true"].value_counts().reindex(classes).tolist()
+    assert per_class["f1"].mean() == pytest.approx(metrics["test_macro_f1"], abs=1e-4)
+
+
+def test_tta_accuracy_is_reported_only_when_asked(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=False), device="cpu")
+    assert "test_top1_tta" not in metrics
+    assert "test_top1_tta" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_top5_is_null_with_four_classes(four_classes, tmp_path):
+    data_dir, run_dir = four_classes
+    evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(), device="cpu")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_top5"] is None and metrics["num_classes"] == 4
+    per_class = pd.read_csv(tmp_path / "per_class.csv", dtype={"class": str})
+    assert per_class["class"].tolist() == ["0", "1", "2", "3"]
+    predictions = read_predictions(tmp_path / "predictions.csv")
+    assert metrics["test_top1"] == pytest.approx(accuracy_score(predictions["true"], predictions["predicted"]))
+
+
+# ------------------------------------------------------------------ predict
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def _gradient(width: int, height: int) -> np.ndarray:
+    """Smooth RGB content: compresses well even when large."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([xx * 255 // max(1, width - 1), yy * 255 // max(1, height - 1),
+                     (xx + yy) * 255 // max(1, width + height - 2)], axis=-1).astype(np.uint8)
+
+
+def odd_images(directory: Path) -> tuple[list[str], list[str]]:
+    """(readable images of awkward kinds, files no decoder can read); the paths, in that order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rgba = Image.fromarray(_gradient(1600, 1200)).convert("RGBA")
+    rgba.putalpha(128)
+    gray = Image.fromarray(_gradient(64, 48)[..., 0], mode="L")
+    files = {
+        "large_rgba.png": _encoded(rgba, "PNG"),
+        "gray.jpg": _encoded(gray, "JPEG"),
+        "cmyk.jpg": _encoded(Image.fromarray(_gradient(40, 30)).convert("CMYK"), "JPEG"),
+        "tiny_3x5.png": _encoded(Image.fromarray(_gradient(3, 5)), "PNG"),
+        "really_png.jpg": _encoded(Image.fromarray(_gradient(20, 20)), "PNG"),
+        "random.jpg": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "empty.png": b"",
+    }
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    good = [str(directory / name) for name in list(files)[:5]]
+    bad = [str(directory / "random.jpg"), str(directory / "empty.png"), str(directory / "missing.jpg")]
+    return good, bad
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cnnbench_main(argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def parse_predictions(out: str) -> dict[str, list[tuple[str, float]] | str]:
+    """`cnnbench predict` output: path -> [(class, probability)], or path -> its error message."""
+    parsed: dict = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("  "):
+            percent, name = line.split()
+            parsed[current].append((name, float(percent.rstrip("%")) / 100))
+        elif ": error: " in line:
+            path, message = line.split(": error: ", 1)
+            parsed[path] = message
+        else:
+            assert line.endswith(":"), line
+            current = line[:-1]
+            parsed[current] = []
+    return parsed
+
+
+def test_predict_odd_files_each_get_a_top5_or_an_error_line(ten_classes, tmp_path, capsys):
+    _, run_dir = ten_classes
+    good, bad = odd_images(tmp_path / "images")
+    mixed = [good[0], bad[0], good[1], good[2], bad[1], good[3], bad[2], good[4]]
+    code, out, err = run_cli(["predict", str(run_dir), *mixed, "--device", "cpu"], capsys)
+    assert code == 1, err
+    parsed = parse_predictions(out)
+    assert list(parsed) == mixed  # one entry per file, in the order given
+    for path in good:
+        top = parsed[path]
+        assert isinstance(top, list) and len(top) == 5, (path, top)
+        names, probs = [n for n, _ in top], [p for _, p in top]
+        assert len(set(names)) == 5 and set(names) <= {str(d) for d in range(10)}
+        assert probs == sorted(probs, reverse=True)
+        assert 0 < sum(probs) <= 1 + 5e-4  # each printed to 0.01%
+    assert parsed[bad[0]] == "undecodable: not an image format Pillow knows"
+    assert parsed[bad[1]] == "empty file"
+    assert parsed[bad[2]].startswith("cannot read: No such file")
+    assert out.count("error:") == 3
+
+    code, out, _ = run_cli(["predict", str(run_dir), *good, "--device", "cpu"], capsys)
+    assert code == 0 and "error:" not in out
+    assert parse_predictions(out).keys() == set(good)
+
+
+def test_predict_with_four_classes_lists_all_four(four_classes, tmp_path, capsys):
+    _, run_dir = four_classes
+    good, _ = odd_images(tmp_path / "images")
+    code, out, _ = run_cli(["predict", str(run_dir), good[3], "--device", "cpu"], capsys)
+    top = parse_predictions(out)[good[3]]
+    assert code == 0 and len(top) == 4 and sum(p for _, p in top) == pytest.approx(1.0, abs=5e-4)
+
+
+def test_predict_unknown_run_exits_2_with_one_line(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    image.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    code, out, err = run_cli(["predict", "no-such-run", str(image), "--runs-dir", str(tmp_path)], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: no-such-run: no checkpoint found")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", bytes(range(256)) * 8])
+def test_predict_from_a_file_that_is_not_a_checkpoint_exits_2_with_one_line(tmp_path, capsys, content):
+    checkpoint = tmp_path / "broken.pt"
+    checkpoint.write_bytes(content)
+    image = tmp_path / "x.png"
+    image.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    code, out, err = run_cli(["predict", str(checkpoint), str(image), "--device", "cpu"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: {checkpoint}: not a cnnbench checkpoint")
