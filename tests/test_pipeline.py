@@ -1,0 +1,112 @@
+"""The DVC experience end to end, on a copy of this project with a tiny offline suite.
+
+`dvc repro` builds the report; a second `dvc repro` does nothing; a run's param change re-runs
+only that run and the report; `dvc push`/`dvc pull` round-trip through a directory remote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {"family": "resnet", "stem": {"kernel": 3, "widths": [8], "strides": [1], "pool": False},
+        "block": "basic", "depths": [1, 1], "widths": [8, 16], "strides": [1, 2], "torchvision_weights": None}
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """This project's pipeline and code in a fresh git+DVC repo, with two tiny digits runs."""
+    repo = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["datasets"]["digits"]["image_size"] = 8
+    params["models"]["tiny"] = TINY
+    run = {"suite": "offline", "dataset": "digits", "model": "tiny",
+           "train": {"epochs": 2, "batch_size": 128, "lr": 0.1, "augment": {"pad": 1, "flip": False}}}
+    params["runs"] = {"digits-a": run, "digits-b": {**run, "train": {**run["train"], "seed": 1}}}
+    params["suites"] = {"offline": {"dir": "reports"}}
+    params["evaluate"]["tta_flip"] = False
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "config", "user.email", "t@example.com"], cwd=repo, check=True)
+    subprocess.run(["git", "config", "user.name", "t"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    dvc(repo, "config", "cache.type", "reflink,hardlink,copy")
+    (repo / ".gitignore").write_text("/data/\n__pycache__/\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "project"], cwd=repo, check=True)  # as in any clone
+    dvc(repo, "repro", "report@offline")
+    return repo
+
+
+def test_repro_builds_the_report_and_the_metrics(project):
+    readme = (project / "reports" / "README.md").read_text()
+    assert "digits" in readme and "digits-a" in readme
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"digits-a", "digits-b"}
+    assert 0.0 <= metrics["digits-a"]["test_top1"] <= 1.0
+    assert (project / "reports" / "data" / "digits.json").is_file()
+    assert (project / "reports" / "runs" / "offline" / "digits-a" / "eval" / "predictions.csv").is_file()
+    # DVCLive must not have written a dvc.yaml of its own anywhere.
+    assert not list((project / "reports").rglob("dvc.yaml"))
+
+
+def test_second_repro_does_nothing(project):
+    out = dvc(project, "repro", "report@offline").stdout
+    assert "didn't change, skipping" in out or "Data and pipelines are up to date" in out
+    assert "Running stage" not in out
+
+
+def test_param_change_reruns_only_that_run_and_the_report(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runs"]["digits-b"]["train"]["epochs"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(project, "status", "--with-deps", "report@offline", "--json").stdout
+    assert set(json.loads(status)) == {"train@digits-b"}  # what changed; evaluate and report follow it
+    out = dvc(project, "repro", "report@offline").stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train@digits-b", "evaluate@digits-b", "report@offline"}
+
+
+def test_plots_show_writes_html(project):
+    out = dvc(project, "plots", "show", "-o", "plots_html")
+    html = project / "plots_html" / "index.html"
+    assert html.is_file(), out.stdout
+    text = html.read_text()
+    assert "digits-a" in text and "confusion" in text.lower()
+
+
+def test_push_and_pull_through_a_directory_remote(project, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(project, "remote", "add", "-d", "shared", str(remote))
+    dvc(project, "push", "--with-deps", "report@offline")
+    assert any(remote.rglob("*")), "dvc push wrote nothing to the remote"
+    # A teammate's machine: no cache, no data; `dvc pull` brings back checkpoints and arrays.
+    shutil.rmtree(project / ".dvc" / "cache")
+    shutil.rmtree(project / "data")
+    dvc(project, "pull", "--with-deps", "report@offline")
+    assert (project / "data" / "runs" / "digits-a" / "best.pt").is_file()
+    assert (project / "data" / "prepared" / "digits" / "train_x.npy").is_file()
+    out = dvc(project, "status", "--with-deps", "report@offline").stdout
+    assert "up to date" in out, out
