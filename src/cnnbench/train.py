@@ -29,6 +29,7 @@ from cnnbench.config import RunConfig, TrainConfig
 from cnnbench.data.loader import DeviceSplit, Normalize, augment, batches, epoch_order
 from cnnbench.data.prepare import load_prepared
 from cnnbench.errors import CnnbenchError
+from cnnbench.files import atomic_path
 from cnnbench.models import build_model, load_pretrained, summarize
 
 LAST, BEST = "last.pt", "best.pt"
@@ -269,7 +270,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     in_sync = _ranks_in_sync(model, env)
     summary_metrics = _summary(history, summary, env, in_sync)
     if env.main:
-        _write_live(live_dir, run, history, summary_metrics)
+        _write_live(live_dir, run, spec.family, history, summary_metrics)
     if env.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -338,13 +339,13 @@ def _summary(history: list[dict], model_summary, env: Dist, in_sync: bool) -> di
     return out
 
 
-def _write_live(live_dir: Path, run: RunConfig, history: list[dict], summary: dict) -> None:
+def _write_live(live_dir: Path, run: RunConfig, family: str, history: list[dict], summary: dict) -> None:
     """Write the DVCLive logs from the full history, so a resumed run logs exactly what an uninterrupted one does."""
     from dvclive import Live
 
     with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         live.log_params({"run": run.name, "suite": run.suite, "dataset": run.dataset, "model": run.model,
-                         "train": dataclasses.asdict(run.train)})
+                         "model_family": family, "train": dataclasses.asdict(run.train)})
         for row in history:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
                 split, name = key.split("_")
@@ -372,10 +373,8 @@ def _ranks_in_sync(model: nn.Module, env: Dist) -> bool:
 
 
 def _save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
+    with atomic_path(path) as tmp:  # a kill mid-save leaves the previous checkpoint intact
+        torch.save(obj, tmp)
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -1,0 +1,30 @@
+"""DVC stage `train@<run>`: train one run of params.yaml's `runs:` table.
+
+Checkpoints go to RUN_DIR (kept between invocations, so a killed run resumes), DVCLive logs
+and the run's summary metrics to LIVE_DIR. Multi-GPU: `torchrun --nproc_per_node=N stages/train.py ...`.
+"""
+
+import argparse
+
+from cnnbench.cli import stage_main
+from cnnbench.config import load_params
+from cnnbench.train import train_run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", help="a name under `runs:` in params.yaml")
+    parser.add_argument("data_dir", help="the prepared dataset, e.g. data/prepared/cifar10")
+    parser.add_argument("run_dir", help="checkpoints, e.g. data/runs/cifar10-resnet18")
+    parser.add_argument("live_dir", help="DVCLive output, e.g. reports/runs/study/cifar10-resnet18/train")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    run = params.run(args.run)
+    train_run(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    stage_main(main)
