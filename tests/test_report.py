@@ -74,7 +74,9 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
     (live / "plots" / "metrics" / "val").mkdir(parents=True)
     train_cfg = dataclasses.asdict(TrainConfig(epochs=epochs, seed=seed, pretrained=pretrained))
     (live / "params.yaml").write_text(yaml.safe_dump(
-        {"run": run, "suite": "demo", "dataset": dataset, "model": model, "train": train_cfg}, sort_keys=False))
+        {"run": run, "suite": "demo", "dataset": dataset, "model": model,
+         "model_family": "mobilenet_v2" if model.startswith("mobilenet") else "resnet", "train": train_cfg},
+        sort_keys=False))
     t = np.arange(epochs)
     val_acc = best_val * (1 - 0.5 * np.exp(-t / 1.5))
     curves = {"train/acc": np.minimum(val_acc + 0.03, 1.0), "val/acc": val_acc,

@@ -174,7 +174,7 @@ def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(trained,
 
     logged = yaml.safe_load((live / "params.yaml").read_text())
     assert logged == {"run": "tiny", "suite": "offline", "dataset": "digits", "model": "tiny",
-                      "train": config_to_dict(run.train)}
+                      "model_family": "resnet", "train": config_to_dict(run.train)}
 
     history = torch.load(out / "run" / LAST, weights_only=False)["history"]
     for plot in PLOTS:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -28,7 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnbench.config import ReportConfig
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object, staging_dir, write_json_atomic, write_text_atomic
+from cnnbench.files import atomic_path, read_json_object, staging_dir, write_json_atomic, write_text_atomic
 
 DPI = 120
 HIGHLIGHT = "#d62728"   # red: the classes the study found noisy
@@ -97,7 +96,7 @@ def load_runs(runs_dir: str | Path) -> RunsData:
     )
 
 
-_RUN_COLUMNS = ["run", "dataset", "model", "pretrained", "seed", "config", "peak_mem_kind", "device",
+_RUN_COLUMNS = ["run", "dataset", "model", "family", "pretrained", "seed", "config", "peak_mem_kind", "device",
                 "has_train", "has_eval", *AGG_KEYS]
 
 
@@ -117,6 +116,7 @@ def _load_run_row(run_dir: Path) -> dict | None:
         "run": run_dir.name,
         "dataset": str(params.get("dataset") or "unknown"),
         "model": str(params.get("model") or "unknown"),
+        "family": str(params.get("model_family") or ""),
         "pretrained": _pretrained_label(train_cfg.get("pretrained")),
         "seed": seed,
         "config": config,
@@ -468,17 +468,17 @@ def _overlaps(a: tuple, b: tuple) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def model_family(model: str) -> str | None:
-    """'resnet' or 'mobilenet' from a model name, None for anything else."""
-    for family in ("resnet", "mobilenet"):
-        if model.startswith(family):
-            return family
+def model_family(family: str) -> str | None:
+    """'resnet' or 'mobilenet' from a spec's `family` field (e.g. mobilenet_v2), None for anything else."""
+    for name in ("resnet", "mobilenet"):
+        if family.startswith(name):
+            return name
     return None
 
 
 def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str) -> Figure | None:
     """ResNet vs MobileNetV2 runs of one dataset: train and validation accuracy and loss per epoch."""
-    families = {r: model_family(m) for r, m in runs["model"].items()}
+    families = {r: model_family(f) for r, f in runs["family"].items()}
     resnets = sorted(r for r, f in families.items() if f == "resnet")
     mobilenets = sorted(r for r, f in families.items() if f == "mobilenet")
     if not resnets or not mobilenets:
@@ -501,6 +501,9 @@ def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str) -
                             marker="o" if len(line) <= 30 else None, markersize=3,
                             label=f"{_short(run, dataset)} ({runs.at[run, 'model']})")
             ax.set(ylabel=label, title=label.split(" (")[0])
+            if series.endswith("loss"):
+                ax.set_yscale("log")  # an early BatchNorm blow-up (loss 1e4) must not flatten the rest
+                ax.set_ylabel(label + ", log scale")
             _integer_xaxis(ax)
         for ax in axes[1]:
             ax.set_xlabel("epoch")
@@ -785,17 +788,9 @@ def save_sample_sheet(prepared, path: str | Path, highlight: set[str] = frozense
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Save a PNG atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=DPI, bbox_inches="tight", pad_inches=0.15, facecolor="white")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 # ------------------------------------------------------------------ the README
