@@ -1,0 +1,34 @@
+# The two Quickstart commands, `make offline` and `make test`, set everything up on first use.
+VENV ?= .venv
+PYTHON ?= python3
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup offline test repro check-metrics update-baseline bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The whole offline suite (embedded digits, no network): fetch, prepare, train, evaluate, report.
+offline: setup
+	dvc repro report@offline
+
+# pytest exits 5 when it collects no tests; that is not a failure of the suite.
+test: setup
+	pytest -q || [ $$? -eq 5 ]
+
+# The real comparison (CIFAR-10 and the Kaggle butterflies need the network and, in practice, a GPU).
+repro: setup
+	dvc repro
+
+check-metrics: setup
+	cnnbench check-metrics
+
+update-baseline: setup
+	cnnbench update-baseline
+
+bench: setup
+	python bench/throughput.py
