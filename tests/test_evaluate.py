@@ -24,20 +24,10 @@ from cnnbench.data.prepare import load_prepared, prepare_dataset, write_prepared
 from cnnbench.evaluate import evaluate_run, load_checkpoint, predict_probs
 from cnnbench.models import spec_from_dict
 from cnnbench.train import BEST, train_run
+from fixtures import TINY_RESNET
 
-TINY = spec_from_dict("tiny", {"family": "resnet", "stem": {"kernel": 3, "widths": [8], "strides": [1], "pool": False},
-                               "block": "basic", "depths": [1, 1], "widths": [8, 16], "strides": [1, 2]})
+TINY = spec_from_dict("tiny", TINY_RESNET)
 PREDICTIONS_COLUMNS = ["index", "id", "true", "predicted", "confidence"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin against other jobs."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")

@@ -50,16 +50,6 @@ RESNET18 = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: batches of 2 gain little from more, and on shared cores OpenMP's
-    spin-waiting made two threads 2.5x slower than one (measured on a 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomise_bn_stats(model: nn.Module) -> nn.Module:
     """Non-trivial running stats, so loading them (or not) changes eval outputs."""
     with torch.no_grad():

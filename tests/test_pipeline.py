@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-TINY = {"family": "resnet", "stem": {"kernel": 3, "widths": [8], "strides": [1], "pool": False},
-        "block": "basic", "depths": [1, 1], "widths": [8, 16], "strides": [1, 2], "torchvision_weights": None}
 
 
 def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,7 +40,7 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["datasets"]["digits"]["image_size"] = 8
-    params["models"]["tiny"] = TINY
+    params["models"]["tiny"] = TINY_RESNET
     run = {"suite": "offline", "dataset": "digits", "model": "tiny",
            "train": {"epochs": 2, "batch_size": 128, "lr": 0.1, "augment": {"pad": 1, "flip": False}}}
     params["runs"] = {"digits-a": run, "digits-b": {**run, "train": {**run["train"], "seed": 1}}}

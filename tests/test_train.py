@@ -33,6 +33,7 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.evaluate import load_checkpoint
 from cnnbench.models import build_model
 from cnnbench.train import BEST, LAST, NonFiniteLoss, make_schedule, train_run
+from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"sec_per_epoch", "images_per_sec", "peak_mem_mb", "epoch_seconds"}
@@ -40,22 +41,10 @@ SUMMARY_KEYS = {"best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_se
                 "peak_mem_kind", "params", "flops_per_image", "device", "epochs"}
 PLOTS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_seconds")
 
-TINY_MODEL = {"family": "resnet", "stem": {"kernel": 3, "widths": [8], "strides": [1], "pool": False},
-              "block": "basic", "depths": [1, 1], "widths": [8, 16], "strides": [1, 2]}
 TINY_TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.2, "augment": {"pad": 1, "flip": True}}
 
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin against other jobs (70x slower)."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +70,7 @@ def write_params(directory: Path, **train) -> Path:
         "sources": {"digits": {"uri": "sklearn:digits", "md5": None, "format": "npz"}},
         "datasets": {"digits": {"source": "digits", "image_size": 8, "val_fraction": 0.1, "test_fraction": 0.2,
                                 "split_seed": 0, "drop_classes": []}},
-        "models": {"tiny": TINY_MODEL},
+        "models": {"tiny": TINY_RESNET},
         "train": {"epochs": 30, "batch_size": 512, "optimizer": "sgd", "lr": 0.4, "seed": 0},
         "evaluate": {"tta_flip": True, "batch_size": 1024},
         "runs": {"tiny": {"suite": "offline", "dataset": "digits", "model": "tiny", "train": overrides}},
