@@ -14,6 +14,7 @@ compare the ratios, not the absolute figures):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -125,7 +126,7 @@ def main() -> None:
     data = DeviceSplit.from_numpy(x, y, device)
     norm = Normalize(MEAN, STD, device)
     for name, augment in (("cnnbench", cfg.augment), ("resident", AugmentConfig(crop="none", flip=False))):
-        run_cfg = TrainConfig(**{**cfg.__dict__, "augment": augment})
+        run_cfg = dataclasses.replace(cfg, augment=augment)
         model, optimizer, schedule = fresh_model()
         train_one_epoch(model, optimizer, schedule, data, norm, run_cfg, 0, env, cuda, progress=False)
         seconds = sum(timed(lambda e=e: train_one_epoch(model, optimizer, schedule, data, norm, run_cfg, e, env,
