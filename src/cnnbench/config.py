@@ -157,6 +157,8 @@ class ReportConfig:
     """What the report marks and the study's own figures shown beside ours (keyed by run)."""
 
     highlight_classes: tuple[str, ...] = ()
+    highlight_label: str = "highlighted class"  # what the mark means, in the figures' legends
+    family_names: dict = field(default_factory=dict)  # model family -> display name (resnet: ResNet)
     reference: dict = field(default_factory=dict)
 
 
