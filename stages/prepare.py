@@ -5,9 +5,14 @@ and a contact sheet of sample images per class beside the report.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
-from cnnbench.cli import stage_main
+# Run the code of the tree DVC runs this stage in (a queued experiment's copy, say),
+# not whatever copy of cnnbench happens to be installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnnbench.door import stage_main
 from cnnbench.config import load_params
 from cnnbench.data.prepare import prepare_dataset, write_data_report, write_prepared
 from cnnbench.report import save_sample_sheet

@@ -4,9 +4,14 @@ Reads reports/runs/<SUITE>/ and writes <suites.SUITE.dir>/README.md, figures/ an
 """
 
 import argparse
+import sys
 from pathlib import Path
 
-from cnnbench.cli import stage_main
+# Run the code of the tree DVC runs this stage in (a queued experiment's copy, say),
+# not whatever copy of cnnbench happens to be installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnnbench.door import stage_main
 from cnnbench.config import load_params
 from cnnbench.report import render_report
 

@@ -5,8 +5,14 @@ and the run's summary metrics to LIVE_DIR. Multi-GPU: `torchrun --nproc_per_node
 """
 
 import argparse
+import sys
+from pathlib import Path
 
-from cnnbench.cli import stage_main
+# Run the code of the tree DVC runs this stage in (a queued experiment's copy, say),
+# not whatever copy of cnnbench happens to be installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cnnbench.door import stage_main
 from cnnbench.config import load_params
 from cnnbench.train import train_run
 

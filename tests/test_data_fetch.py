@@ -26,7 +26,7 @@ from fixtures import (
     zip_tree,
 )
 
-from cnnbench.cli import stage_main
+from cnnbench.door import stage_main
 from cnnbench.config import SourceConfig
 from cnnbench.data.fetch import MANIFEST, FetchError, fetch_source, read_manifest
 from cnnbench.data.readers import read_source

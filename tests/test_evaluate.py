@@ -21,12 +21,13 @@ from cnnbench.cli import main as cnnbench_main
 from cnnbench.config import AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import load_prepared, prepare_dataset, write_prepared
-from cnnbench.evaluate import evaluate_run, load_checkpoint, predict_probs
-from cnnbench.models import spec_from_dict
-from cnnbench.train import BEST, train_run
+from cnnbench.evaluate import evaluate_run, load_model, predict_probs
+from cnnbench.config import parse_model_spec
+from cnnbench.checkpoint import BEST
+from cnnbench.train import train_run
 from fixtures import TINY_RESNET
 
-TINY = spec_from_dict("tiny", TINY_RESNET)
+TINY = parse_model_spec("tiny", TINY_RESNET)
 PREDICTIONS_COLUMNS = ["index", "id", "true", "predicted", "confidence"]
 
 
@@ -85,13 +86,13 @@ def test_metrics_agree_with_scikit_learn_on_the_written_predictions(ten_classes,
     assert metrics["test_top1"] == pytest.approx(accuracy_score(predictions["true"], predictions["predicted"]))
     assert metrics["test_macro_f1"] == pytest.approx(
         f1_score(predictions["true"], predictions["predicted"], labels=classes, average="macro", zero_division=0))
-    model, ckpt = load_checkpoint(run_dir / BEST, torch.device("cpu"))
-    probs = predict_probs(model, split.x, ckpt["mean"], ckpt["std"], torch.device("cpu"))
+    model, ckpt = load_model(run_dir / BEST, torch.device("cpu"))
+    probs = predict_probs(model, split.x, ckpt.mean, ckpt.std, torch.device("cpu"))
     assert [classes[i] for i in probs.argmax(1)] == predictions["predicted"].tolist()
     assert metrics["test_top5"] == pytest.approx(top_k_accuracy_score(split.y, probs, k=5, labels=range(10)))
     assert metrics["test_top1"] <= metrics["test_top5"] <= 1.0
     assert 0.0 <= metrics["test_top1_tta"] <= 1.0
-    assert metrics["checkpoint_epoch"] == ckpt["epoch"] and metrics["num_classes"] == 10
+    assert metrics["checkpoint_epoch"] == ckpt.epoch and metrics["num_classes"] == 10
 
     per_class = pd.read_csv(tmp_path / "per_class.csv", dtype={"class": str})
     assert per_class["class"].tolist() == classes

@@ -25,7 +25,7 @@ import yaml
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
-from cnnbench.cli import stage_main
+from cnnbench.door import stage_main
 from cnnbench.config import ReportConfig, TrainConfig
 from cnnbench.errors import CnnbenchError
 from cnnbench.report import (

@@ -27,12 +27,13 @@ import yaml
 import cnnbench.train as train_module
 from cnnbench.config import RunConfig, TrainConfig, config_to_dict, load_params
 from cnnbench.data.fetch import fetch_source
-from cnnbench.data.loader import batches, random_crop_padded, random_flip, random_resized_crop
+from cnnbench.data.datasets import batches, random_crop_padded, random_flip, random_resized_crop
 from cnnbench.data.prepare import prepare_dataset, write_prepared
 from cnnbench.errors import CnnbenchError
-from cnnbench.evaluate import load_checkpoint
+from cnnbench.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
+from cnnbench.evaluate import load_model
 from cnnbench.models import build_model
-from cnnbench.train import BEST, LAST, NonFiniteLoss, make_schedule, train_run
+from cnnbench.train import NonFiniteLoss, make_schedule, train_run
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def read_tsv(path: Path) -> list[list[str]]:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
-    sa, sb = torch.load(a, weights_only=False)["model"], torch.load(b, weights_only=False)["model"]
+    sa, sb = torch.load(a, weights_only=True)["weights"], torch.load(b, weights_only=True)["weights"]
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
@@ -165,7 +166,7 @@ def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(trained,
     assert logged == {"run": "tiny", "suite": "offline", "dataset": "digits", "model": "tiny",
                       "model_family": "resnet", "train": config_to_dict(run.train)}
 
-    history = torch.load(out / "run" / LAST, weights_only=False)["history"]
+    history = load_training_state(out / "run" / LAST).history
     for plot in PLOTS:
         rows = read_tsv(live / "plots" / "metrics" / f"{plot}.tsv")
         assert rows[0] == ["step", plot.split("/")[-1]]
@@ -185,10 +186,10 @@ def test_registered_resnet18_trains_one_epoch(digits, tmp_path):
                     TrainConfig(epochs=1, batch_size=32, lr=0.05, max_images=96))
     summary = train_in_process(digits, tmp_path, run, spec)
     assert summary["epochs"] == 1 and summary["params"] == 11_181_642  # torchvision's resnet18, 10 classes
-    history = torch.load(tmp_path / "run" / LAST, weights_only=False)["history"]
+    history = load_training_state(tmp_path / "run" / LAST).history
     assert np.isfinite([history[0]["train_loss"], history[0]["val_loss"]]).all()
-    model, ckpt = load_checkpoint(tmp_path / "run" / BEST, torch.device("cpu"))
-    assert ckpt["model_name"] == "resnet18" and model(torch.zeros(2, 3, 8, 8)).shape == (2, 10)
+    model, ckpt = load_model(tmp_path / "run" / BEST, torch.device("cpu"))
+    assert ckpt.spec["name"] == "resnet18" and model(torch.zeros(2, 3, 8, 8)).shape == (2, 10)
 
 
 # ------------------------------------------------------------------ resuming, and when not to
@@ -229,7 +230,7 @@ def test_killed_stage_resumes_and_ends_as_an_uninterrupted_run(digits, tmp_path,
     train_in_process(digits, tmp_path / "whole", run, spec)
     assert live_values(live_dir) == live_values(tmp_path / "whole" / "live")
     assert_same_weights(run_dir / BEST, tmp_path / "whole" / "run" / BEST)
-    histories = [torch.load(d / LAST, weights_only=False)["history"] for d in (run_dir, tmp_path / "whole" / "run")]
+    histories = [load_training_state(d / LAST).history for d in (run_dir, tmp_path / "whole" / "run")]
     assert without_timings(histories[0]) == without_timings(histories[1])
     assert not list(live_dir.rglob("dvc.yaml")) and (ROOT / "dvc.yaml").read_bytes() == repo_dvc_yaml
 
@@ -237,7 +238,7 @@ def test_killed_stage_resumes_and_ends_as_an_uninterrupted_run(digits, tmp_path,
 def _epochs_done(path: Path) -> int:
     if not path.is_file():
         return 0
-    return torch.load(path, weights_only=False)["epoch"]  # written by rename: never half a file
+    return load_training_state(path).epoch  # written by rename: never half a file
 
 
 def test_finished_checkpoint_is_trained_again_from_scratch(digits, trained, tmp_path, capsys):
@@ -261,8 +262,8 @@ def test_checkpoint_from_other_settings_is_not_resumed(digits, trained, tmp_path
     out, err = capsys.readouterr()
     assert "was trained with other settings; training from scratch" in err
     assert "resuming" not in out and "epoch   1/3" in out
-    assert torch.load(tmp_path / "run" / LAST, weights_only=False)["history"][0]["lr"] != \
-        torch.load(first / "run" / LAST, weights_only=False)["history"][0]["lr"]
+    assert load_training_state(tmp_path / "run" / LAST).history[0]["lr"] != \
+        load_training_state(first / "run" / LAST).history[0]["lr"]
 
 
 # ------------------------------------------------------------------ failures
@@ -296,9 +297,9 @@ def test_nan_loss_keeps_the_last_good_checkpoint_and_the_run_resumes_from_it(dig
     monkeypatch.setattr(train_module, "augment", poisoned_from_epoch_2)
     with pytest.raises(NonFiniteLoss, match=r"became nan at epoch 2, step 1\. .*last good checkpoint is kept"):
         train_in_process(digits, tmp_path, run, spec)
-    kept = torch.load(tmp_path / "run" / LAST, weights_only=False)
-    assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values())
-    assert torch.load(tmp_path / "run" / BEST, weights_only=False)["epoch"] == 1
+    kept = load_training_state(tmp_path / "run" / LAST)
+    assert kept.epoch == 1 and all(torch.isfinite(t).all() for t in kept.weights.values())
+    assert load_model_checkpoint(tmp_path / "run" / BEST).epoch == 1
 
     monkeypatch.setattr(train_module, "augment", real_augment)
     capsys.readouterr()

@@ -20,13 +20,9 @@ from cnnbench.files import read_json_object, write_json_atomic
 COLUMNS = ("run", "metric", "baseline", "now", "delta", "tolerance", "verdict")
 
 
-def default_runs_dir(check_cfg: CheckConfig) -> Path:
-    return Path("reports/runs") / check_cfg.suite
-
-
-def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path) -> dict[str, dict[str, float]]:
     """{run: {metric: value}} for the gated metrics of every run under runs_dir that has metrics."""
-    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir(check_cfg)
+    runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise CnnbenchError(f"{runs_dir}: no such directory; produce the metrics first: "
                             f"dvc repro report@{check_cfg.suite}")
@@ -45,14 +41,13 @@ def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path | None = None) 
     return out
 
 
-def update_baseline(check_cfg: CheckConfig, runs_dir: str | Path | None = None,
-                    baseline_path: str | Path = "reports/baseline.json") -> Path:
+def update_baseline(check_cfg: CheckConfig, runs_dir: str | Path, baseline_path: str | Path) -> Path:
     """Write the current gated metrics as the baseline (sorted JSON, written atomically)."""
     metrics = collect_metrics(check_cfg, runs_dir)
-    if not any(metrics.values()):
-        where = runs_dir if runs_dir is not None else default_runs_dir(check_cfg)
-        raise CnnbenchError(f"{where}: no run has any of the gated metrics ({', '.join(check_cfg.metrics)}); "
-                            f"run `dvc repro report@{check_cfg.suite}` first")
+    absent = _absent_metrics(check_cfg, metrics)
+    if absent:
+        raise CnnbenchError(f"{runs_dir}: no run has the gated metric(s) {', '.join(absent)} (check.metrics); "
+                            f"fix a misspelt name, or run `dvc repro report@{check_cfg.suite}` first")
     return write_json_atomic(baseline_path, {"suite": check_cfg.suite, "metrics": metrics})
 
 
@@ -74,14 +69,29 @@ def load_baseline(baseline_path: str | Path) -> dict:
     return data
 
 
-def check_metrics(check_cfg: CheckConfig, runs_dir: str | Path | None = None,
-                  baseline_path: str | Path = "reports/baseline.json") -> tuple[bool, str]:
-    """Compare the current metrics with the baseline: (passed, a plain-text table ending in a summary line)."""
+def check_metrics(check_cfg: CheckConfig, runs_dir: str | Path, baseline_path: str | Path) -> tuple[bool, str]:
+    """Compare the current metrics with the baseline: (passed, a plain-text table ending in a summary line).
+
+    A gate that would compare nothing is an error, not a pass: an empty baseline, a gated metric
+    that no run has (a misspelt `check.metrics`), or no (run, metric) present on both sides.
+    """
     baseline = load_baseline(baseline_path)
     if baseline.get("suite") not in (None, check_cfg.suite):
         raise CnnbenchError(f"{baseline_path}: a baseline of suite {baseline['suite']!r}, but check.suite is "
                             f"{check_cfg.suite!r}; run `cnnbench update-baseline` to replace it")
-    rows = compare(check_cfg, baseline["metrics"], collect_metrics(check_cfg, runs_dir))
+    if not any(baseline["metrics"].values()):
+        raise CnnbenchError(f"{baseline_path}: the baseline holds no metrics, so the gate would check nothing; "
+                            f"run `cnnbench update-baseline` after `dvc repro report@{check_cfg.suite}`")
+    now = collect_metrics(check_cfg, runs_dir)
+    absent = _absent_metrics(check_cfg, now)
+    if absent:
+        raise CnnbenchError(f"{runs_dir}: no run has the gated metric(s) {', '.join(absent)}; is check.metrics "
+                            f"misspelt? A gate over a metric nobody reports would check nothing.")
+    rows = compare(check_cfg, baseline["metrics"], now)
+    if not any(r[-1] in ("ok", "DROP") for r in rows):
+        raise CnnbenchError(f"no run is in both {baseline_path} and {runs_dir}: the gate would compare nothing; "
+                            f"run `dvc repro report@{check_cfg.suite}`, or `cnnbench update-baseline` if the runs "
+                            f"were renamed on purpose")
     failed = sum(r[-1] in ("DROP", "MISSING") for r in rows)
     new = sum(r[-1] == "NEW" for r in rows)
     ok = len(rows) - failed - new
@@ -128,6 +138,11 @@ def format_table(rows: list[tuple[str, ...]]) -> str:
         return "  ".join(cells).rstrip()
 
     return "\n".join([line(COLUMNS), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def _absent_metrics(check_cfg: CheckConfig, metrics: dict[str, dict[str, float]]) -> list[str]:
+    """The gated metrics that no run has."""
+    return [m for m in check_cfg.metrics if not any(m in values for values in metrics.values())]
 
 
 def _num(value) -> str:

@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Callable, Sequence
 
-from cnnbench.errors import CnnbenchError
-
-
-def stage_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run an entry point: expected errors become one message and exit 2, never a traceback."""
-    try:
-        code = main(argv)
-    except CnnbenchError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # `cnnbench summary ... | head`: the reader left, nothing is wrong
-        sys.stderr.close()
-        sys.exit(0)
-    sys.exit(code or 0)
+from cnnbench.door import stage_main
 
 
 # ------------------------------------------------------------------ subcommands
@@ -54,7 +37,7 @@ def _check_metrics(args: argparse.Namespace) -> int:
     from cnnbench.config import load_params
 
     params = load_params(args.params)
-    ok, table = check_metrics(params.check, runs_dir=args.runs_dir, baseline_path=args.baseline)
+    ok, table = check_metrics(params.check, runs_dir=_gated_runs_dir(args, params), baseline_path=args.baseline)
     print(table)
     return 0 if ok else 1
 
@@ -64,9 +47,21 @@ def _update_baseline(args: argparse.Namespace) -> int:
     from cnnbench.config import load_params
 
     params = load_params(args.params)
-    path = update_baseline(params.check, runs_dir=args.runs_dir, baseline_path=args.baseline)
+    path = update_baseline(params.check, runs_dir=_gated_runs_dir(args, params), baseline_path=args.baseline)
     print(f"wrote {path}")
     return 0
+
+
+def _gated_runs_dir(args: argparse.Namespace, params) -> str:
+    """--runs-dir, else where the pipeline writes the gated suite's per-run metrics."""
+    return args.runs_dir or f"reports/runs/{params.check.suite}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files of any size and mode")
     p.add_argument("--runs-dir", default="data/runs", help="where run directories live (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image (default: %(default)s)")
     p.set_defaults(func=_predict)
 
     for name, func, help_ in (

@@ -10,24 +10,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cnnbench.config import EvaluateConfig
-from cnnbench.data.loader import Normalize
+from cnnbench.checkpoint import BEST, ModelCheckpoint, load_model_checkpoint
+from cnnbench.config import EvaluateConfig, parse_model_spec
+from cnnbench.data.datasets import Normalize
 from cnnbench.data.prepare import decode_image, load_prepared
+from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import write_json_atomic, write_text_atomic
-from cnnbench.models import build_model, spec_from_dict
-from cnnbench.train import BEST
+from cnnbench.models import build_model
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CnnbenchError(f"--device {device}: CUDA is not available on this machine; use cpu.")
-    return torch.device(device)
-
-
-def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path = "data/runs") -> Path:
+def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:
     """A .pt file, a run directory holding best.pt, or a run name under runs_dir."""
     for candidate in (Path(run_or_checkpoint), Path(run_or_checkpoint) / BEST, Path(runs_dir) / run_or_checkpoint / BEST):
         if candidate.is_file():
@@ -37,17 +30,17 @@ def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path = "data/runs") 
                         f"Train the run first: dvc repro train@{run_or_checkpoint}")
 
 
-def load_checkpoint(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, ModelCheckpoint]:
     """Rebuild the network a best.pt describes and load its weights, in eval mode."""
+    ckpt = load_model_checkpoint(path, device)
+    spec = parse_model_spec(ckpt.spec.get("name", "checkpoint"), ckpt.spec, where=f"{path}: spec")
+    model = build_model(spec, num_classes=len(ckpt.classes), image_size=ckpt.image_size)
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        spec_fields = {k: v for k, v in ckpt["spec"].items() if k != "name"}
-    except Exception as err:  # unpickling arbitrary bytes raises almost any type; all mean "not a checkpoint"
-        first_line = next(iter(str(err).splitlines()), "")
-        raise CnnbenchError(f"{path}: not a cnnbench checkpoint ({type(err).__name__}: {first_line}).") from None
-    spec = spec_from_dict(ckpt["model_name"], spec_fields)
-    model = build_model(spec, num_classes=len(ckpt["classes"]), image_size=ckpt["image_size"])
-    model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.weights)
+    except RuntimeError as err:  # e.g. a class list that does not match the head's size
+        first = next(iter(str(err).strip().splitlines()), "")
+        raise CnnbenchError(f"{path}: its weights do not fit the model it describes ({len(ckpt.classes)} classes, "
+                            f"{spec.name}): {first}") from None
     return model.to(device).eval(), ckpt
 
 
@@ -90,17 +83,17 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
                  device: str = "auto") -> dict:
     """Evaluate a best.pt on the test split; write metrics.json, per_class.csv and predictions.csv."""
     dev = resolve_device(device)
-    model, ckpt = load_checkpoint(checkpoint, dev)
+    model, ckpt = load_model(checkpoint, dev)
     test = load_prepared(data_dir, splits=("test",)).splits["test"]
     if len(test.y) == 0:
         raise CnnbenchError(f"{data_dir}: the test split is empty; give the dataset a test_fraction.")
-    probs = predict_probs(model, test.x, ckpt["mean"], ckpt["std"], dev, cfg.batch_size)
-    metrics, per_class = classification_metrics(test.y, probs, ckpt["classes"])
-    metrics["checkpoint_epoch"] = ckpt["epoch"]
+    probs = predict_probs(model, test.x, ckpt.mean, ckpt.std, dev, cfg.batch_size)
+    metrics, per_class = classification_metrics(test.y, probs, ckpt.classes)
+    metrics["checkpoint_epoch"] = ckpt.epoch
     if cfg.tta_flip:
-        tta = predict_probs(model, test.x, ckpt["mean"], ckpt["std"], dev, cfg.batch_size, tta_flip=True)
+        tta = predict_probs(model, test.x, ckpt.mean, ckpt.std, dev, cfg.batch_size, tta_flip=True)
         metrics["test_top1_tta"] = float((tta.argmax(1) == test.y).mean())
-    classes = np.array(ckpt["classes"])
+    classes = np.array(ckpt.classes)
     pred = probs.argmax(1)
     predictions = pd.DataFrame({"index": np.arange(len(test.y)), "id": test.ids, "true": classes[test.y],
                                 "predicted": classes[pred], "confidence": probs.max(1).round(5)})
@@ -121,11 +114,11 @@ class Prediction:
     error: str = ""
 
 
-def predict_files(run_or_checkpoint: str, paths: list[str], runs_dir: str | Path = "data/runs",
-                  device: str = "auto", top_k: int = 5) -> list[Prediction]:
+def predict_files(run_or_checkpoint: str, paths: list[str], runs_dir: str | Path, device: str = "auto",
+                  top_k: int = 5) -> list[Prediction]:
     """Top-k classes per image file, with the run's own preprocessing; unreadable files get an error each."""
     dev = resolve_device(device)
-    model, ckpt = load_checkpoint(find_checkpoint(run_or_checkpoint, runs_dir), dev)
+    model, ckpt = load_model(find_checkpoint(run_or_checkpoint, runs_dir), dev)
     results, images, where = [], [], []
     for path in paths:
         try:
@@ -133,7 +126,7 @@ def predict_files(run_or_checkpoint: str, paths: list[str], runs_dir: str | Path
         except OSError as err:
             results.append(Prediction(path, [], f"cannot read: {err.strerror or err}"))
             continue
-        decoded = decode_image(data, ckpt["image_size"])
+        decoded = decode_image(data, ckpt.image_size)
         if decoded.pixels is None:
             results.append(Prediction(path, [], decoded.error))
             continue
@@ -141,11 +134,11 @@ def predict_files(run_or_checkpoint: str, paths: list[str], runs_dir: str | Path
         images.append(decoded.pixels)
         where.append(len(results) - 1)
     if images:
-        probs = predict_probs(model, np.stack(images), ckpt["mean"], ckpt["std"], dev)
+        probs = predict_probs(model, np.stack(images), ckpt.mean, ckpt.std, dev)
         k = min(top_k, probs.shape[1])
         for row, i in zip(probs, where):
             best = np.argsort(-row)[:k]
-            results[i].top = [(ckpt["classes"][j], float(row[j])) for j in best]
+            results[i].top = [(ckpt.classes[j], float(row[j])) for j in best]
     return results
 
 

@@ -27,151 +27,8 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnbench.config import ConfigError
-from cnnbench.errors import CnnbenchError
-
-# ------------------------------------------------------------------ specs
-
-
-@dataclass(frozen=True)
-class StemSpec:
-    """The ResNet stem: one conv+BN+ReLU per width, then an optional 3x3/2 max-pool."""
-
-    kernel: int
-    widths: tuple[int, ...]
-    strides: tuple[int, ...]
-    pool: bool
-
-
-@dataclass(frozen=True)
-class ResNetSpec:
-    """A ResNet: a stem, then stages of `depths[i]` blocks of `widths[i]` channels."""
-
-    name: str
-    stem: StemSpec
-    block: str
-    depths: tuple[int, ...]
-    widths: tuple[int, ...]
-    strides: tuple[int, ...]
-    torchvision_weights: str | None = None
-    family: str = field(default="resnet", init=False)
-
-    def __post_init__(self) -> None:
-        where = f"models.{self.name}"
-        stem = self.stem
-        _check(_is_int(stem.kernel) and stem.kernel > 0 and stem.kernel % 2 == 1, f"{where}.stem.kernel",
-               f"must be a positive odd integer, not {stem.kernel!r}")
-        _check_int_list(stem.widths, f"{where}.stem.widths")
-        _check_int_list(stem.strides, f"{where}.stem.strides")
-        _check(len(stem.strides) == len(stem.widths), f"{where}.stem.strides",
-               f"must have one entry per stem conv ({len(stem.widths)}, as stem.widths), "
-               f"not {len(stem.strides)}")
-        _check(isinstance(stem.pool, bool), f"{where}.stem.pool", f"must be true or false, not {stem.pool!r}")
-        _check(isinstance(self.block, str) and self.block in BLOCKS, f"{where}.block",
-               f"must be one of {', '.join(BLOCKS)}, not {self.block!r}")
-        for key in ("depths", "widths", "strides"):
-            _check_int_list(getattr(self, key), f"{where}.{key}")
-        for key in ("widths", "strides"):
-            n, stages = len(getattr(self, key)), len(self.depths)
-            _check(n == stages, f"{where}.{key}",
-                   f"must have one entry per stage ({stages}, as depths), not {n}")
-        _check_weights_name(self.torchvision_weights, f"{where}.torchvision_weights")
-
-
-@dataclass(frozen=True)
-class MobileNetV2Spec:
-    """torchvision's MobileNetV2 with its stem stride and inverted-residual table as arguments."""
-
-    name: str
-    width_mult: float
-    stem_stride: int
-    setting: tuple[tuple[int, int, int, int], ...]  # rows of (expansion t, channels c, repeats n, stride s)
-    dropout: float
-    torchvision_weights: str | None = None
-    family: str = field(default="mobilenet_v2", init=False)
-
-    def __post_init__(self) -> None:
-        where = f"models.{self.name}"
-        _check(_is_number(self.width_mult) and self.width_mult > 0, f"{where}.width_mult",
-               f"must be a number > 0, not {self.width_mult!r}")
-        _check(_is_int(self.stem_stride) and self.stem_stride > 0, f"{where}.stem_stride",
-               f"must be a positive integer, not {self.stem_stride!r}")
-        _check(isinstance(self.setting, (list, tuple)) and len(self.setting) > 0, f"{where}.setting",
-               "must be a non-empty list of [t, c, n, s] rows")
-        for i, row in enumerate(self.setting):
-            # torchvision's InvertedResidual only implements strides 1 and 2.
-            ok = (isinstance(row, (list, tuple)) and len(row) == 4 and all(_is_int(v) and v > 0 for v in row)
-                  and row[3] in (1, 2))
-            _check(ok, f"{where}.setting[{i}]",
-                   f"must be [t, c, n, s]: positive integers, s 1 or 2, not {row!r}")
-        _check(_is_number(self.dropout) and 0 <= self.dropout < 1, f"{where}.dropout",
-               f"must be a number in [0, 1), not {self.dropout!r}")
-        _check_weights_name(self.torchvision_weights, f"{where}.torchvision_weights")
-
-
-ModelSpec = ResNetSpec | MobileNetV2Spec
-FAMILIES: dict[str, type] = {"resnet": ResNetSpec, "mobilenet_v2": MobileNetV2Spec}
-
-
-def spec_from_dict(name: str, d: dict) -> ModelSpec:
-    """Parse one params.yaml `models:` entry; raise ConfigError naming the first bad field."""
-    where = f"models.{name}"
-    family = d.get("family")
-    _check(isinstance(family, str) and family in FAMILIES, f"{where}.family",
-           f"must be one of {', '.join(FAMILIES)}, not {family!r}")
-    cls = FAMILIES[family]
-    values = _fields_of(cls, {k: v for k, v in d.items() if k != "family"}, where)
-    if "stem" in values:
-        values["stem"] = StemSpec(**_fields_of(StemSpec, values["stem"], f"{where}.stem"))
-    return cls(name=name, **values)
-
-
-def _fields_of(cls: type, d: Any, where: str) -> dict[str, Any]:
-    """`d` checked against dataclass `cls`'s fields (unknown, missing), lists made tuples."""
-    _check(isinstance(d, dict), where, "must be a mapping")
-    fields = [f for f in dataclasses.fields(cls) if f.init and f.name != "name"]
-    names = {f.name for f in fields}
-    unknown = sorted(set(d) - names)
-    _check(not unknown, f"{where}.{unknown[0]}" if unknown else where,
-           f"unknown field; expected one of {', '.join(sorted(names))}")
-    for f in fields:
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        _check(f.name in d or not required, f"{where}.{f.name}", "is required")
-    return {k: _freeze(v) for k, v in d.items()}
-
-
-def _freeze(value: Any) -> Any:
-    # Tuples, not lists, so specs stay hashable and immutable like the rest of the config.
-    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
-
-
-def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"params: {where}: {message}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_int_list(value: Any, where: str) -> None:
-    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_int(v) and v > 0 for v in value)
-    _check(ok, where, "must be a non-empty list of positive integers")
-
-
-def _check_weights_name(name: Any, where: str) -> None:
-    if name is None:
-        return
-    try:
-        torchvision.models.get_weight(name)
-    except (ValueError, KeyError, AttributeError):
-        raise ConfigError(f"params: {where}: unknown torchvision weights {name!r} "
-                          "(expected e.g. ResNet18_Weights.IMAGENET1K_V1)") from None
-
+from cnnbench.config import FAMILIES, ModelSpec, MobileNetV2Spec, ResNetSpec, StemSpec, parse_model_spec
+from cnnbench.errors import CnnbenchError, ConfigError
 
 # ------------------------------------------------------------------ ResNet
 
@@ -289,6 +146,10 @@ class ResNet(nn.Module):
 
 
 # ------------------------------------------------------------------ building
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def build_model(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module:

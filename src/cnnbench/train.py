@@ -25,14 +25,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnbench.config import RunConfig, TrainConfig
-from cnnbench.data.loader import DeviceSplit, Normalize, augment, batches, epoch_order
+from cnnbench.checkpoint import (BEST, LAST, TIMINGS, ModelCheckpoint, TrainingState, load_training_state,
+                                 save_checkpoint)
+from cnnbench.config import ModelSpec, RunConfig, TrainConfig, spec_to_dict
+from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
 from cnnbench.data.prepare import load_prepared
+from cnnbench.device import device_name, resolve_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import atomic_path
+from cnnbench.files import read_json_object, write_json_atomic
 from cnnbench.models import build_model, load_pretrained, summarize
 
-LAST, BEST = "last.pt", "best.pt"
+# On CUDA a finiteness check forces a host sync, so the loss is checked every this many steps (and at
+# the end of the epoch); on the CPU it is free and checked every step.
+NAN_CHECK_EVERY = 50
+PROGRESS_MIN_STEPS = 50  # epochs shorter than this get no progress bar: it would only flicker
 
 
 class NonFiniteLoss(CnnbenchError):
@@ -58,20 +64,12 @@ class Dist:
 def setup_distributed(device: str = "auto") -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return Dist(dist.get_rank() if world > 1 else 0, world, dev)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
@@ -85,7 +83,7 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-def config_hash(run: RunConfig, spec, data_meta: dict) -> str:
+def config_hash(run: RunConfig, spec: ModelSpec, data_meta: dict) -> str:
     """Identifies what a checkpoint was trained with: resuming from anything else would be wrong."""
     blob = json.dumps({"run": dataclasses.asdict(run), "spec": dataclasses.asdict(spec),
                        "data": data_meta}, sort_keys=True, default=str)
@@ -115,7 +113,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_step
         total_steps = max(total_steps, warmup + 1)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=warmup / total_steps,
-            anneal_strategy="linear", cycle_momentum=False, div_factor=10.0, final_div_factor=100.0)
+            anneal_strategy="linear", cycle_momentum=False, div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -140,7 +139,7 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
     seen = 0
     steps = len(data) // cfg.batch_size
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=False, mininterval=5,
-               disable=not (progress and env.main and steps >= 50), file=sys.stderr)
+               disable=not (progress and env.main and steps >= PROGRESS_MIN_STEPS), file=sys.stderr)
     for step, idx in enumerate(batches(order, cfg.batch_size, env.rank, env.world)):
         x = augment(norm(data.images[idx]), cfg.augment, gen)
         y = data.labels[idx]
@@ -149,8 +148,7 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
         with _autocast(env.device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        # A sync per step is free on the CPU; on CUDA check every 50 steps and at the end.
-        if (env.device.type == "cpu" or step % 50 == 0) and not torch.isfinite(loss):
+        if (env.device.type == "cpu" or step % NAN_CHECK_EVERY == 0) and not torch.isfinite(loss):
             raise NonFiniteLoss(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}. "
                                 f"Lower train.lr, or check the data; the last good checkpoint is kept.")
         optimizer.zero_grad(set_to_none=True)
@@ -240,13 +238,14 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     fingerprint = config_hash(run, spec, {"classes": data.classes, "n_train": len(train_data),
                                           "image_size": data.image_size, "world": env.world})
     state = _resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
-    history, best_acc = state["history"], state["best_val_acc"]
-    if state["epoch"] and env.main:
-        print(f"resuming {run.name} from {run_dir / LAST}: {state['epoch']}/{cfg.epochs} epochs done", flush=True)
+    history, best_acc = list(state.history), state.best_val_acc
+    timings = _read_timings(run_dir / TIMINGS, state.epoch)
+    if state.epoch and env.main:
+        print(f"resuming {run.name} from {run_dir / LAST}: {state.epoch}/{cfg.epochs} epochs done", flush=True)
     if cuda:
         torch.cuda.reset_peak_memory_stats(env.device)
 
-    for epoch in range(state["epoch"], cfg.epochs):
+    for epoch in range(state.epoch, cfg.epochs):
         _sync(env)
         start = time.perf_counter()
         stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress)
@@ -254,69 +253,78 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         seconds = time.perf_counter() - start
         val = evaluate_split(net, val_data, norm, env, amp, channels_last=channels_last)
         row = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
-               "val_acc": val["acc"], "lr": schedule.get_last_lr()[0], "epoch_seconds": seconds,
-               "images_per_sec": stats["images"] / seconds}
+               "val_acc": val["acc"], "lr": schedule.get_last_lr()[0]}
         history.append(row)
+        # The first epoch of every process pays for warm-up (autotuning, compilation, allocator growth).
+        timings.append({"epoch": epoch + 1, "epoch_seconds": seconds, "images_per_sec": stats["images"] / seconds,
+                        "warmup": epoch == state.epoch})
         improved = val["acc"] > best_acc
         best_acc = max(best_acc, val["acc"])
         if env.main:
             if improved:
-                _save(_inference_checkpoint(model, spec, run, data, epoch + 1, val["acc"]), run_dir / BEST)
-            _save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "schedule": schedule.state_dict(), "history": history, "best_val_acc": best_acc,
-                   "config_hash": fingerprint}, run_dir / LAST)
-            print(_epoch_line(row, cfg.epochs), flush=True)
+                save_checkpoint(ModelCheckpoint(
+                    weights=model.state_dict(), spec=spec_to_dict(spec), run=run.name, dataset=run.dataset,
+                    classes=list(data.classes), image_size=data.image_size, mean=list(data.mean),
+                    std=list(data.std), epoch=epoch + 1, val_acc=val["acc"]), run_dir / BEST)
+            write_json_atomic(run_dir / TIMINGS, {"epochs": timings})  # before LAST: never fewer rows than it
+            save_checkpoint(TrainingState(
+                epoch=epoch + 1, weights=model.state_dict(), optimizer=optimizer.state_dict(),
+                schedule=schedule.state_dict(), history=history, best_val_acc=best_acc,
+                config_hash=fingerprint), run_dir / LAST)
+            print(_epoch_line({**row, **timings[-1]}, cfg.epochs), flush=True)
 
     in_sync = _ranks_in_sync(model, env)
-    summary_metrics = _summary(history, summary, env, in_sync)
+    summary_metrics = _summary(history, timings, summary, env, in_sync)
     if env.main:
-        _write_live(live_dir, run, spec.family, history, summary_metrics)
+        _write_live(live_dir, run, spec.family, history, timings, summary_metrics)
     if env.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return summary_metrics
 
 
-def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> dict:
-    """The state of an unfinished run with the same settings, loaded into the objects; else a fresh start."""
-    fresh = {"epoch": 0, "history": [], "best_val_acc": -1.0}
+def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> TrainingState:
+    """The state of an unfinished run with the same settings, loaded into the objects; else a fresh start.
+
+    A last.pt that is not a plain-data checkpoint is an error, not a fresh start: cnnbench did not
+    write it (its writes are atomic), and deleting it is the user's decision.
+    """
+    fresh = TrainingState(epoch=0, weights={}, optimizer={}, schedule={})
     if not path.is_file():
         return fresh
     try:
-        state = torch.load(path, map_location=env.device, weights_only=False)
-    except Exception as err:  # a checkpoint cut short by a kill: start over rather than crash
-        print(f"warning: ignoring unreadable checkpoint {path} ({err}); training from scratch", file=sys.stderr)
-        return fresh
-    if state.get("config_hash") != fingerprint:
+        state = load_training_state(path, env.device)
+    except CnnbenchError as err:
+        raise CnnbenchError(f"{err} Delete it to train this run from scratch.") from None
+    if state.config_hash != fingerprint:
         if env.main:
             print(f"note: {path} was trained with other settings; training from scratch", file=sys.stderr)
         return fresh
-    if state["epoch"] >= epochs:
+    if state.epoch >= epochs:
         # DVC re-runs a finished stage only when a dependency (code, data) changed: the old result is stale.
         if env.main:
-            print(f"note: {path} holds a finished run ({state['epoch']}/{epochs} epochs); training from scratch",
+            print(f"note: {path} holds a finished run ({state.epoch}/{epochs} epochs); training from scratch",
                   file=sys.stderr)
         return fresh
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
+    model.load_state_dict(state.weights)
+    optimizer.load_state_dict(state.optimizer)
+    schedule.load_state_dict(state.schedule)
     return state
 
 
-def _inference_checkpoint(model, spec, run: RunConfig, data, epoch: int, val_acc: float) -> dict:
-    """Everything `evaluate` and `predict` need to rebuild the network and its preprocessing."""
-    return {"model": model.state_dict(), "spec": dataclasses.asdict(spec), "model_name": run.model,
-            "run": run.name, "dataset": run.dataset, "classes": data.classes, "image_size": data.image_size,
-            "mean": data.mean, "std": data.std, "epoch": epoch, "val_acc": val_acc}
+def _read_timings(path: Path, epochs_done: int) -> list[dict]:
+    """The wall-clock rows of the epochs a resumed run already did (none when they are lost)."""
+    data = read_json_object(path) or {}
+    rows = data.get("epochs") if isinstance(data.get("epochs"), list) else []
+    rows = [r for r in rows if isinstance(r, dict)][:epochs_done]
+    return rows if len(rows) == epochs_done else []
 
 
-def _summary(history: list[dict], model_summary, env: Dist, in_sync: bool) -> dict:
-    times = [row["epoch_seconds"] for row in history]
-    # The first epoch pays for warm-up (cudnn autotuning, compilation, allocator growth).
-    steady = times[1:] if len(times) > 1 else times
-    sec = statistics.median(steady)
-    rates = [row["images_per_sec"] for row in history]
-    rates = rates[1:] if len(rates) > 1 else rates
+def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist, in_sync: bool) -> dict:
+    # Warm-up epochs (the first of each process) are left out when any other epoch was timed.
+    steady = [t for t in timings if not t.get("warmup")] or timings
+    sec = statistics.median(t["epoch_seconds"] for t in steady)
+    rates = [t["images_per_sec"] for t in steady]
     if env.device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(env.device) / 2**20, "cuda_max_allocated"
     else:
@@ -339,19 +347,22 @@ def _summary(history: list[dict], model_summary, env: Dist, in_sync: bool) -> di
     return out
 
 
-def _write_live(live_dir: Path, run: RunConfig, family: str, history: list[dict], summary: dict) -> None:
+def _write_live(live_dir: Path, run: RunConfig, family: str, history: list[dict], timings: list[dict],
+                summary: dict) -> None:
     """Write the DVCLive logs from the full history, so a resumed run logs exactly what an uninterrupted one does."""
     from dvclive import Live
 
     with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         live.log_params({"run": run.name, "suite": run.suite, "dataset": run.dataset, "model": run.model,
                          "model_family": family, "train": dataclasses.asdict(run.train)})
+        seconds = {t["epoch"]: t["epoch_seconds"] for t in timings}
         for row in history:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
                 split, name = key.split("_")
                 live.log_metric(f"{split}/{name}", round(row[key], 6))
             live.log_metric("lr", row["lr"])
-            live.log_metric("epoch_seconds", round(row["epoch_seconds"], 4))
+            if row["epoch"] in seconds:
+                live.log_metric("epoch_seconds", round(seconds[row["epoch"]], 4))
             live.next_step()
         live.summary.update(summary)
 
@@ -370,11 +381,6 @@ def _ranks_in_sync(model: nn.Module, env: Dist) -> bool:
     gathered = [torch.empty_like(checksum) for _ in range(env.world)]
     dist.all_gather(gathered, checksum)
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
-
-
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:  # a kill mid-save leaves the previous checkpoint intact
-        torch.save(obj, tmp)
 
 
 def _autocast(device: torch.device, enabled: bool):

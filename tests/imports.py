@@ -1,0 +1,76 @@
+"""The import graph of the cnnbench package, read from the source (AST), not by importing it.
+
+Every `import` counts, lazy ones inside functions included: code a stage may run is code it
+depends on.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGE = "cnnbench"
+
+
+def module_path(name: str) -> Path | None:
+    """The file of an in-package module (`cnnbench.data.fetch`), or None for anything else."""
+    if name != PACKAGE and not name.startswith(PACKAGE + "."):
+        return None
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    """`src/cnnbench/data/fetch.py` -> `cnnbench.data.fetch` (packages by their __init__)."""
+    parts = list(path.resolve().relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def direct_imports(path: Path) -> set[str]:
+    """In-package modules that `path` imports anywhere in its body, with the packages they live in."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    here = module_name(path).split(".") if path.is_relative_to(SRC) else []
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = here if is_package else here[:-1]
+                base = ".".join(anchor[: len(anchor) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            # `from cnnbench.data import fetch` imports a submodule; `from cnnbench.config import X` does not.
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if module_path(name) is not None:
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def closure(path: Path) -> set[str]:
+    """Every in-package module that running `path` may import, transitively."""
+    seen: set[str] = set()
+    todo = sorted(direct_imports(path))
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(direct_imports(module_path(name)) - seen)
+    return seen
+
+
+def code_files(path: Path) -> set[str]:
+    """`path` itself and the package files it runs, as paths relative to the project root."""
+    files = {module_path(name) for name in closure(path)} | {path}
+    return {f.resolve().relative_to(ROOT).as_posix() for f in files}
