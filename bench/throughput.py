@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnbench.config import AugmentConfig, TrainConfig, load_params
-from cnnbench.data.loader import DeviceSplit, Normalize
+from cnnbench.data.datasets import DeviceSplit, Normalize
 from cnnbench.models import build_model
-from cnnbench.train import Dist, configure_torch, device_name, make_optimizer, make_schedule, train_one_epoch
+from cnnbench.device import device_name, resolve_device
+from cnnbench.train import Dist, configure_torch, make_optimizer, make_schedule, train_one_epoch
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
@@ -89,8 +90,7 @@ def main() -> None:
 
     from torchvision import transforms
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     cfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs + 1, lr=0.1, deterministic=False,
                       augment=AugmentConfig(crop="pad", pad=4, flip=True))
