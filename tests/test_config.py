@@ -1,0 +1,141 @@
+"""params.yaml validation: every block checked at load, each error naming the field a user must fix."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnbench.config import (AugmentConfig, CheckConfig, DatasetConfig, TrainConfig, load_params, parse_model_spec,
+                             parse_params, spec_to_dict)
+from cnnbench.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+RUN = "digits-resnet18"
+
+
+def with_change(path: str, value) -> dict:
+    """A copy of the project's params with one dotted key set to `value`."""
+    raw = copy.deepcopy(RAW)
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return raw
+
+
+def error_of(raw: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    return str(err.value)
+
+
+def test_the_project_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.run(RUN).train.epochs == RAW["runs"][RUN]["train"]["epochs"]
+    assert params.train == TrainConfig(**{k: v for k, v in RAW["train"].items() if k != "augment"},
+                                       augment=AugmentConfig(**RAW["train"]["augment"]))
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (f"runs.{RUN}.model", "resnet19", rf"runs\.{RUN}\.model: unknown model 'resnet19'; known: resnet18"),
+    (f"runs.{RUN}.dataset", "digitz", rf"runs\.{RUN}\.dataset: unknown dataset 'digitz'"),
+    (f"runs.{RUN}.suite", "nightly", rf"runs\.{RUN}\.suite: unknown suite 'nightly'"),
+    (f"runs.{RUN}.train.epochs", -1, rf"runs\.{RUN}\.train\.epochs: must be > 0"),
+    (f"runs.{RUN}.train.lr", "fast", rf"runs\.{RUN}\.train\.lr: must be a number, not 'fast'"),
+    (f"runs.{RUN}.train.augment.crop", "zoom", rf"runs\.{RUN}\.train\.augment\.crop: must be pad, resized or none"),
+    ("train.epochs", 0, r"params: train\.epochs: must be > 0"),
+    ("evaluate.batch_size", 0, r"evaluate\.batch_size: must be > 0"),
+    ("check.tolerance", -0.01, r"check\.tolerance: must be a number >= 0"),
+    ("check.tolerances", {"test_top1": "tight"}, r"check\.tolerances\.test_top1: must be a number"),
+    ("check.tolerances", {"test_top1x": 0.01}, r"check\.tolerances\.test_top1x: is not a gated metric"),
+    ("check.metrics", [], r"check\.metrics: must name at least one metric"),
+    ("check.suite", "nightly", r"check\.suite: unknown suite 'nightly'"),
+    ("datasets.digits.val_fraction", 1.5, r"datasets\.digits\.val_fraction: must be in \[0, 1\)"),
+    ("datasets.digits.source", "mnist", r"datasets\.digits\.source: unknown source 'mnist'"),
+    ("sources.digits.format", "hdf5", r"sources\.digits\.format: must be one of"),
+    ("models.resnet18.stem.kernel", 4, r"models\.resnet18\.stem\.kernel: must be a positive odd integer"),
+    ("models.resnet18.widths", [64, 128], r"models\.resnet18\.widths: must have one entry per stage \(4"),
+    ("models.mobilenet_v2.setting", [[1, 16, 1]], r"models\.mobilenet_v2\.setting\[0\]: must have 4 entries"),
+    ("models.resnet18.family", "vgg", r"models\.resnet18\.family: must be one of resnet, mobilenet_v2"),
+    ("report.highlight_classes", "BLUE SPOTTED CROW", r"report\.highlight_classes: must be a list"),
+])
+def test_a_bad_value_names_its_field(path, value, message):
+    error = error_of(with_change(path, value))
+    assert error.startswith("params: ") and re.search(message, error), error
+
+
+@pytest.mark.parametrize("path, typo, suggestion", [
+    ("", "trian", "train"),
+    ("", "evalute", "evaluate"),
+    ("train", "epoch", "epochs"),
+    (f"runs.{RUN}.train", "batchsize", "batch_size"),
+    (f"runs.{RUN}.train.augment", "flips", "flip"),
+    ("check", "metric", "metrics"),
+    ("datasets.digits", "drop_class", "drop_classes"),
+    ("models.resnet18", "dephts", "depths"),
+])
+def test_a_misspelt_key_is_refused_with_the_nearest_valid_one(path, typo, suggestion):
+    raw = copy.deepcopy(RAW)
+    node = raw
+    for key in filter(None, path.split(".")):
+        node = node[key]
+    node[typo] = node.get(suggestion, 1) if isinstance(node, dict) else 1
+    where = f"{path}.{typo}" if path else typo
+    assert f"params: {where}: unknown key; did you mean '{suggestion}'?" in error_of(raw)
+
+
+def test_a_typo_in_the_global_train_block_is_reported_there_not_under_a_run():
+    assert error_of(with_change("train.warmup", 0.1)).startswith("params: train.warmup: unknown key")
+
+
+def test_a_partial_augment_override_keeps_the_other_defaults():
+    raw = with_change(f"runs.{RUN}.train.augment", {"pad": 2})
+    augment = parse_params(raw).run(RUN).train.augment
+    assert augment == AugmentConfig(crop=RAW["train"]["augment"]["crop"], pad=2,
+                                    scale_min=RAW["train"]["augment"]["scale_min"], flip=RAW["train"]["augment"]["flip"])
+
+
+def test_a_run_override_changes_that_run_only():
+    params = parse_params(with_change(f"runs.{RUN}.train.epochs", 7))
+    assert params.run(RUN).train.epochs == 7
+    assert all(r.train.epochs != 7 for name, r in params.runs.items() if name != RUN)
+
+
+def test_runs_and_suites_may_be_absent_for_a_project_that_only_prepares_data():
+    raw = {k: v for k, v in RAW.items() if k not in ("runs", "suites")}
+    params = parse_params(raw)
+    assert params.runs == {} and params.suites == {}
+
+
+def test_direct_construction_validates_too():
+    with pytest.raises(ConfigError, match="epochs: must be > 0"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="image_size: must be >= 4"):
+        DatasetConfig(name="d", source="s", image_size=2)
+    with pytest.raises(ConfigError, match="metrics: must name at least one metric"):
+        CheckConfig(metrics=())
+
+
+def test_a_spec_round_trips_through_plain_data():
+    params = load_params(ROOT / "params.yaml")
+    for name, spec in params.models.items():
+        assert parse_model_spec(name, spec_to_dict(spec)) == spec
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "expected a mapping at the top level"),
+    ("runs: [unclosed", "not valid YAML"),
+])
+def test_unreadable_params_files_are_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_params(tmp_path / "missing.yaml")
