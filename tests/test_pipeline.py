@@ -77,6 +77,48 @@ def test_second_repro_does_nothing(project):
     assert "Running stage" not in out
 
 
+# One module per stage: editing it must make exactly that stage (and what follows it) stale.
+EDITS = {"fetch@digits": "src/cnnbench/data/fetch.py", "prepare@digits": "src/cnnbench/data/prepare.py",
+         "train@digits-a": "src/cnnbench/train.py", "evaluate@digits-a": "src/cnnbench/checkpoint.py",
+         "report@offline": "src/cnnbench/files.py"}
+
+
+@pytest.mark.parametrize("stage, module", EDITS.items(), ids=list(EDITS))
+def test_editing_a_module_a_stage_runs_makes_dvc_status_report_it(project, stage, module):
+    path = project / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit\n")
+        status = json.loads(dvc(project, "status", stage, "--json").stdout)
+    finally:
+        path.write_bytes(original)
+    changed = [entry["changed deps"] for entry in status.get(stage, []) if "changed deps" in entry]
+    assert changed and changed[0].get(module) == "modified", status
+    assert json.loads(dvc(project, "status", stage, "--json").stdout) == {}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_a_queued_experiment_runs_the_code_it_was_queued_with(project):
+    """Queue with one version of the report code, edit the working copy, run the queue: the queued code ran."""
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "results")
+    module = next(p for p in (project / "src").rglob("*.py") if "do not edit by hand" in p.read_text())
+    original = module.read_text()
+    try:
+        module.write_text(original.replace("do not edit by hand", "do not edit by hand (QUEUED-CODE)"))
+        dvc(project, "exp", "run", "--queue", "-n", "queued-code", "report@offline")
+        module.write_text(original.replace("do not edit by hand", "do not edit by hand (EDITED-CODE)"))
+        out = dvc(project, "exp", "run", "--run-all", "-j", "1")
+        ref = next(line.split()[1] for line in git(project, "show-ref").splitlines() if "queued-code" in line)
+        readme = git(project, "show", f"{ref}:reports/README.md")
+    finally:
+        module.write_text(original)
+    assert "QUEUED-CODE" in readme and "EDITED-CODE" not in readme, out.stdout + out.stderr
+
+
 def test_param_change_reruns_only_that_run_and_the_report(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runs"]["digits-b"]["train"]["epochs"] = 3
