@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +20,16 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from cnnbench.cli import main as cnnbench_main
-from cnnbench.config import AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig
+from cnnbench.config import (AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig,
+                             parse_model_spec)
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import load_prepared, prepare_dataset, write_prepared
 from cnnbench.evaluate import evaluate_run, load_model, predict_probs
-from cnnbench.config import parse_model_spec
 from cnnbench.checkpoint import BEST
 from cnnbench.train import train_run
 from fixtures import TINY_RESNET
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = parse_model_spec("tiny", TINY_RESNET)
 PREDICTIONS_COLUMNS = ["index", "id", "true", "predicted", "confidence"]
 
@@ -232,3 +235,68 @@ def test_predict_from_a_file_that_is_not_a_checkpoint_exits_2_with_one_line(tmp_
     code, out, err = run_cli(["predict", str(checkpoint), str(image), "--device", "cpu"], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"error: {checkpoint}: not a cnnbench checkpoint")
+
+
+# ------------------------------------------------------------------ checkpoints from elsewhere
+
+
+class _WritesAMarker:
+    """A pickle payload that creates a file when unpickled: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _hostile_best(ten_classes, directory: Path, marker: Path) -> Path:
+    """A best.pt that holds the real checkpoint's fields plus a payload that runs code when unpickled."""
+    _, run_dir = ten_classes
+    fields = torch.load(run_dir / BEST, weights_only=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({**fields, "payload": _WritesAMarker(marker)}, directory / BEST)
+    return directory
+
+
+def test_predict_on_a_hostile_checkpoint_runs_no_code(ten_classes, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    run_dir = _hostile_best(ten_classes, tmp_path / "run", marker)
+    image = tmp_path / "x.png"
+    image.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    code, out, err = run_cli(["predict", str(run_dir), str(image), "--device", "cpu"], capsys)
+    assert code == 2 and out == "" and not marker.exists()
+    assert err.count("\n") == 1 and "not a cnnbench checkpoint" in err and "never code" in err
+
+
+def test_the_evaluate_stage_on_a_hostile_checkpoint_runs_no_code(ten_classes, tmp_path):
+    marker = tmp_path / "pwned"
+    data_dir, _ = ten_classes
+    run_dir = _hostile_best(ten_classes, tmp_path / "run", marker)
+    result = subprocess.run([sys.executable, str(ROOT / "stages" / "evaluate.py"), "digits-resnet18", str(data_dir), str(run_dir),
+                             str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and not marker.exists(), result.stderr
+    assert "Traceback" not in result.stderr and "not a cnnbench checkpoint" in result.stderr
+
+
+def test_a_checkpoint_whose_classes_do_not_match_its_weights_is_a_clear_error(ten_classes, tmp_path, capsys):
+    _, run_dir = ten_classes
+    fields = torch.load(run_dir / BEST, weights_only=True)
+    torch.save({**fields, "classes": fields["classes"][:4]}, tmp_path / "odd.pt")
+    image = tmp_path / "x.png"
+    image.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    code, _, err = run_cli(["predict", str(tmp_path / "odd.pt"), str(image), "--device", "cpu"], capsys)
+    assert code == 2 and "weights do not fit the model it describes (4 classes" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--top-k", "0"], "--top-k: must be a positive integer"),
+    (["--device", "tpu"], "--device tpu: expected auto, cpu, cuda or cuda:N"),
+])
+def test_predict_refuses_bad_flags_with_one_line(ten_classes, tmp_path, capsys, argv, message):
+    _, run_dir = ten_classes
+    image = tmp_path / "x.png"
+    image.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    code, _, err = run_cli(["predict", str(run_dir), str(image), *argv], capsys)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -446,3 +446,45 @@ def test_batches_split_global_batches_across_ranks_and_drop_the_partial_one():
 
     tail = list(batches(order, 20, drop_last=False))
     assert len(tail) == 6 and torch.equal(tail[-1], order[100:])
+
+
+def test_a_dataset_without_a_validation_split_is_refused(tmp_path):
+    base = tmp_path / "noval"
+    raw = yaml.safe_load(write_params(base).read_text())
+    raw["datasets"]["digits"]["val_fraction"] = 0.0
+    (base / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(base / "params.yaml")
+    fetch_source(params.source("digits"), base / "raw")
+    write_prepared(prepare_dataset(params.dataset("digits"), base / "raw"), base / "prepared")
+    with pytest.raises(CnnbenchError, match=r"no validation split, so no epoch can be chosen as best.*val_fraction"):
+        train_in_process(base / "prepared", tmp_path, params.run("tiny"), params.model("tiny"))
+    assert not (tmp_path / "run" / BEST).exists()
+
+
+def test_a_non_finite_validation_loss_fails_the_run(digits, tmp_path, monkeypatch):
+    _, run, spec = tiny_run(tmp_path)
+    monkeypatch.setattr(train_module, "evaluate_split", lambda *a, **k: {"loss": float("nan"), "acc": 0.5})
+    with pytest.raises(NonFiniteLoss, match=r"validation loss became nan after epoch 1"):
+        train_in_process(digits, tmp_path, run, spec)
+
+
+class _WritesAMarker:
+    """A pickle payload that, when unpickled, creates a file: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_hostile_last_pt_is_refused_not_run(digits, tmp_path):
+    """A last.pt that unpickles to code (a poisoned DVC remote, say) runs nothing and stops the stage."""
+    params_path, run, spec = tiny_run(tmp_path)
+    marker = tmp_path / "pwned"
+    (tmp_path / "run").mkdir()
+    torch.save({"epoch": 1, "payload": _WritesAMarker(marker)}, tmp_path / "run" / LAST)
+    result = stage("tiny", str(digits), str(tmp_path / "run"), str(tmp_path / "live"), "--params", str(params_path))
+    assert result.returncode == 2 and not marker.exists()
+    last = result.stderr.strip().splitlines()[-1]
+    assert "not a cnnbench checkpoint" in last and "never code" in last and "Traceback" not in result.stderr

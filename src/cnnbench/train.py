@@ -209,6 +209,11 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     if len(train_y) < cfg.batch_size:
         raise CnnbenchError(f"run {run.name}: train.batch_size {cfg.batch_size} is larger than the training "
                             f"split ({len(train_y)} images); lower it.")
+    if not len(data.splits["val"].y):
+        # The best checkpoint is chosen on validation accuracy: without a split it would be chosen on nothing.
+        raise CnnbenchError(f"run {run.name}: dataset {run.dataset} has no validation split, so no epoch can be "
+                            f"chosen as best; give it one (datasets.{run.dataset}.val_fraction > 0, or a source "
+                            f"with a val split).")
     train_data = DeviceSplit.from_numpy(train_x, train_y, env.device)
     val_data = DeviceSplit.from_numpy(data.splits["val"].x, data.splits["val"].y, env.device)
     norm = Normalize(data.mean, data.std, env.device)
@@ -252,6 +257,9 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         _sync(env)
         seconds = time.perf_counter() - start
         val = evaluate_split(net, val_data, norm, env, amp, channels_last=channels_last)
+        if not math.isfinite(val["loss"]):
+            raise NonFiniteLoss(f"the validation loss became {val['loss']} after epoch {epoch + 1}; lower train.lr. "
+                                f"The last good checkpoint is kept.")
         row = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
                "val_acc": val["acc"], "lr": schedule.get_last_lr()[0]}
         history.append(row)
