@@ -151,3 +151,38 @@ def test_push_and_pull_through_a_directory_remote(project, tmp_path):
     assert (project / "data" / "prepared" / "digits" / "train_x.npy").is_file()
     out = dvc(project, "status", "--with-deps", "report@offline").stdout
     assert "up to date" in out, out
+
+
+def test_a_failing_train_stage_keeps_the_previous_results(project):
+    """DVC deletes a stage's outputs before running it; a run that fails must not take its old results along."""
+    live = project / "reports" / "runs" / "offline" / "digits-a" / "train"
+    before = {p: p.read_bytes() for p in live.rglob("*") if p.is_file()}
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["runs"]["digits-a"]["train"]["epochs"] = -1
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        failed = dvc(project, "repro", "--single-item", "train@digits-a", check=False)
+    finally:
+        params_path.write_text(original)
+    assert failed.returncode != 0 and "runs.digits-a.train.epochs: must be > 0" in failed.stderr + failed.stdout
+    assert before and {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
+    assert (project / "data" / "runs" / "digits-a" / "best.pt").is_file()
+
+
+def test_going_back_to_the_committed_lock_keeps_every_checkpoint(project):
+    """A clone that retrains locally and then checks out the committed dvc.lock loses no checkpoint:
+    a seeded CPU run reproduces the committed bytes, so the cache holds what the lock names."""
+    dvc(project, "repro", "report@offline")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "committed results")
+    shutil.rmtree(project / ".dvc" / "cache")
+    shutil.rmtree(project / "data")
+    dvc(project, "repro", "report@offline")  # a fresh machine trains everything again
+    git(project, "checkout", "HEAD", "--", "dvc.lock")
+    dvc(project, "checkout")
+    for run in ("digits-a", "digits-b"):
+        assert {p.name for p in (project / "data" / "runs" / run).iterdir()} >= {"best.pt", "last.pt"}
+    assert "up to date" in dvc(project, "status", "report@offline").stdout
+    assert git(project, "status", "--porcelain", "dvc.lock") == ""

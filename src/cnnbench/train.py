@@ -32,7 +32,7 @@ from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epo
 from cnnbench.data.prepare import load_prepared
 from cnnbench.device import device_name, resolve_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object, write_json_atomic
+from cnnbench.files import read_json_object, staging_dir, write_json_atomic
 from cnnbench.models import build_model, load_pretrained, summarize
 
 # On CUDA a finiteness check forces a host sync, so the loss is checked every this many steps (and at
@@ -357,10 +357,13 @@ def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist,
 
 def _write_live(live_dir: Path, run: RunConfig, family: str, history: list[dict], timings: list[dict],
                 summary: dict) -> None:
-    """Write the DVCLive logs from the full history, so a resumed run logs exactly what an uninterrupted one does."""
+    """Write the DVCLive logs from the full history, so a resumed run logs exactly what an uninterrupted one does.
+
+    They are written into a staging directory that replaces live_dir whole: a failure leaves the old logs.
+    """
     from dvclive import Live
 
-    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with staging_dir(live_dir) as tmp, Live(dir=str(tmp), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         live.log_params({"run": run.name, "suite": run.suite, "dataset": run.dataset, "model": run.model,
                          "model_family": family, "train": dataclasses.asdict(run.train)})
         seconds = {t["epoch"]: t["epoch_seconds"] for t in timings}
