@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnbench.cli import stage_main
 from cnnbench.config import load_params
 from cnnbench.data.prepare import prepare_dataset, write_data_report, write_prepared
-from cnnbench.report import save_sample_sheet
+from cnnbench.data.samples import save_sample_sheet
 
 
 def main(argv=None) -> int:

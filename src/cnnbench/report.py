@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import yaml
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -27,11 +26,9 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnbench.config import ReportConfig
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import atomic_path, read_json_object, staging_dir, write_json_atomic, write_text_atomic
+from cnnbench.files import read_json_object, staging_dir, write_json_atomic, write_text_atomic
+from cnnbench.plotting import BASE, HIGHLIGHT, clip, new_figure, save_figure, style
 
-DPI = 120
-HIGHLIGHT = "#d62728"   # red: the classes the study found noisy
-BASE = "#4c72b0"
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 TOP_PAIRS = 15
 
@@ -336,17 +333,6 @@ def suite_metrics(runs: pd.DataFrame) -> dict:
 # ------------------------------------------------------------------ figures
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)  # text extents need a renderer before saving
-    return fig
-
-
-def _style():
-    """Seaborn's whitegrid for one figure, without touching the global rcParams."""
-    return sns.axes_style("whitegrid")
-
-
 def _short(run: str, dataset: str) -> str:
     """Drop the dataset prefix from a run name inside a per-dataset chart; its title names the dataset."""
     return run[len(dataset) + 1:] if run.startswith(f"{dataset}-") and len(run) > len(dataset) + 1 else run
@@ -367,8 +353,8 @@ def plot_val_acc(curves: pd.DataFrame, runs: Iterable[str], dataset: str) -> Fig
         return None
     data["accuracy"] = 100 * data["value"]
     data["run "] = [_short(r, dataset) for r in data["run"]]
-    with _style():
-        fig = _figure(9, 5)
+    with style():
+        fig = new_figure(9, 5)
         ax = fig.subplots()
         # Markers help to read a few epochs and only clutter many.
         sns.lineplot(data=data, x="epoch", y="accuracy", hue="run ", marker="o" if data["epoch"].max() <= 30 else None,
@@ -391,8 +377,8 @@ def plot_acc_vs_time(groups: pd.DataFrame, dataset: str) -> Figure | None:
     data = groups.dropna(subset=[metric, "sec_per_epoch"])
     if not len(data):
         return None
-    with _style():
-        fig = _figure(9, 5.5)
+    with style():
+        fig = new_figure(9, 5.5)
         ax = fig.subplots()
         palette = dict(zip(sorted(data["model"].unique()), sns.color_palette("tab10", data["model"].nunique())))
         markers = dict(zip(sorted(data["pretrained"].unique()), "oD^sPX*"))
@@ -488,8 +474,8 @@ def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str) -
         return None
     colours = dict(zip(resnets, _shades("#08519c", "#6baed6", len(resnets))))
     colours.update(zip(mobilenets, _shades("#d94801", "#fdae6b", len(mobilenets))))
-    with _style():
-        fig = _figure(12, 7.5)
+    with style():
+        fig = new_figure(12, 7.5)
         axes = fig.subplots(2, 2, sharex=True)
         panels = [("train/acc", "train accuracy (%)", 100), ("val/acc", "validation accuracy (%)", 100),
                   ("train/loss", "train loss (cross-entropy)", 1), ("val/loss", "validation loss (cross-entropy)", 1)]
@@ -529,12 +515,12 @@ def plot_per_class(per_class: pd.DataFrame, run: str, dataset: str, highlight: s
         return None
     n = len(rows)
     colours = [HIGHLIGHT if c in highlight else BASE for c in rows["class"]]
-    with _style():
-        fig = _figure(8.5, max(4.0, 0.17 * n + 1.6))
+    with style():
+        fig = new_figure(8.5, max(4.0, 0.17 * n + 1.6))
         ax = fig.subplots()
         positions = np.arange(n)
         ax.barh(positions, 100 * rows["recall"].to_numpy(), color=colours, height=0.75)
-        ax.set_yticks(positions, [_clip(c, 32) for c in rows["class"]], fontsize=7 if n > 40 else 9)
+        ax.set_yticks(positions, [clip(c, 32) for c in rows["class"]], fontsize=7 if n > 40 else 9)
         for tick, colour in zip(ax.get_yticklabels(), colours):
             tick.set_color(colour if colour == HIGHLIGHT else "0.15")
         ax.set_ylim(-0.7, n - 0.3)
@@ -564,12 +550,12 @@ def plot_confused_pairs(pairs: pd.DataFrame, run: str, dataset: str, highlight: 
     """Horizontal bars of the most confused class pairs, worst at the top."""
     if not len(pairs):
         return None
-    labels = [f"{_clip(t, 26)} → {_clip(p, 26)}" for t, p in zip(pairs["true"], pairs["predicted"])]
+    labels = [f"{clip(t, 26)} → {clip(p, 26)}" for t, p in zip(pairs["true"], pairs["predicted"])]
     colours = [HIGHLIGHT if (t in highlight or p in highlight) else BASE
                for t, p in zip(pairs["true"], pairs["predicted"])]
     n = len(pairs)
-    with _style():
-        fig = _figure(9, max(3.0, 0.34 * n + 1.4))
+    with style():
+        fig = new_figure(9, max(3.0, 0.34 * n + 1.4))
         ax = fig.subplots()
         positions = np.arange(n)
         bars = ax.barh(positions, pairs["count"], color=colours, height=0.7)
@@ -597,9 +583,9 @@ def plot_confusion(predictions: pd.DataFrame, run: str, dataset: str, classes: l
     counts = pd.crosstab(rows["true"], rows["predicted"]).reindex(index=classes, columns=classes, fill_value=0)
     share = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
     n = len(classes)
-    names = [_clip(c, 18) for c in classes]
-    with _style():
-        fig = _figure(max(5.5, 0.55 * n + 3), max(4.5, 0.5 * n + 2))
+    names = [clip(c, 18) for c in classes]
+    with style():
+        fig = new_figure(max(5.5, 0.55 * n + 3), max(4.5, 0.5 * n + 2))
         ax = fig.subplots()
         sns.heatmap(share, annot=counts.to_numpy(), fmt="d", cmap="Blues", vmin=0, vmax=1, square=True,
                     annot_kws={"fontsize": 8 if n > 10 else 9}, xticklabels=names, yticklabels=names,
@@ -612,10 +598,6 @@ def plot_confusion(predictions: pd.DataFrame, run: str, dataset: str, classes: l
         ax.tick_params(axis="y", rotation=0)
         fig.tight_layout()
     return fig
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # ------------------------------------------------------------------ class-dropping pairs
@@ -691,9 +673,9 @@ def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame,
             panels.append((pair, pd.DataFrame(rows, columns=["setting", "dataset", "accuracy"])))
     if not panels:
         return None
-    with _style():
+    with style():
         width = sum(max(3.5, 1.8 * df["setting"].nunique() + 1.5) for _, df in panels)
-        fig = _figure(width + 1, 5)
+        fig = new_figure(width + 1, 5)
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (pair, df) in zip(axes, panels):
             sns.barplot(data=df, x="setting", y="accuracy", hue="dataset", hue_order=[pair.full, pair.reduced],
@@ -704,7 +686,7 @@ def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame,
             ax.set(xlabel="", ylabel="test top-1 accuracy (%)", ylim=(0, 108),
                    title=f"{pair.full} vs {pair.reduced}\n({dropped})")
             ax.tick_params(axis="x", labelsize=8)
-            labels = [_clip(t.get_text(), 24) for t in ax.get_xticklabels()]
+            labels = [clip(t.get_text(), 24) for t in ax.get_xticklabels()]
             ax.set_xticks(ax.get_xticks(), labels, rotation=15 if len(labels) > 2 else 0)
             ax.legend(title="dataset", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2,
                       fontsize="small", frameon=False)
@@ -712,85 +694,6 @@ def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame,
         fig.suptitle(f"Effect of dropping {'the noisy' if noisy else 'some'} classes on test top-1 accuracy")
         fig.tight_layout()
     return fig
-
-
-# ------------------------------------------------------------------ sample sheets
-
-
-def plot_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], highlight: set[str],
-                 per_class: int = 4, max_classes: int = 100, title: str | None = None) -> Figure:
-    """A contact sheet: `per_class` images of each class side by side under its name; highlighted classes in red."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    labels = np.asarray(labels)
-    shown = [i for i in range(len(classes)) if np.any(labels == i)]
-    if len(shown) > max_classes:
-        marked = [i for i in shown if classes[i] in highlight][:max_classes]
-        rest = [i for i in shown if i not in marked][: max_classes - len(marked)]
-        shown = sorted(marked + rest)
-    tile_h, tile_w = images.shape[1:3]
-    gap = max(1, tile_w // 32)
-    strip_w = per_class * (tile_w + gap) - gap
-    # Laid out by hand, in inches: layout engines take seconds over a hundred axes.
-    cols = max(1, min(len(shown), round(20 / max(per_class, 1))))
-    rows = max(1, math.ceil(len(shown) / cols))
-    cell_w = per_class * 0.85
-    cell_h = cell_w * tile_h / strip_w
-    pad_x, title_h, pad_y, top, bottom = 0.2, 0.22, 0.12, 0.55, 0.4
-    width = cols * cell_w + (cols + 1) * pad_x
-    height = top + rows * (cell_h + title_h + pad_y) + bottom
-    fig = _figure(width, height)
-    marked_any = False
-    for k, index in enumerate(shown):
-        r, c = divmod(k, cols)
-        left = pad_x + c * (cell_w + pad_x)
-        base = height - top - (r + 1) * (cell_h + title_h + pad_y) + pad_y
-        ax = fig.add_axes((left / width, base / height, cell_w / width, cell_h / height))
-        picks = np.flatnonzero(labels == index)[:per_class]
-        strip = np.full((tile_h, strip_w, 3), 255, dtype=np.uint8)
-        for j, pick in enumerate(picks):
-            strip[:, j * (tile_w + gap): j * (tile_w + gap) + tile_w] = images[pick]
-        name = classes[index]
-        marked = name in highlight
-        marked_any |= marked
-        ax.imshow(strip, interpolation="nearest" if tile_w < 64 else "antialiased", aspect="auto")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(_clip(name, int(cell_w * 11)), fontsize=8, color=HIGHLIGHT if marked else "black",
-                     fontweight="bold" if marked else "normal", pad=3)
-        for spine in ax.spines.values():
-            spine.set_visible(marked)
-            spine.set_color(HIGHLIGHT)
-            spine.set_linewidth(2.5)
-    if marked_any:
-        fig.legend(handles=[Patch(facecolor="none", edgecolor=HIGHLIGHT, linewidth=2,
-                                  label="red frame and name: highlighted class (noisy in the study)")],
-                   loc="lower center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
-    fig.suptitle(title or f"{len(shown)} classes, up to {per_class} images each", fontsize=11,
-                 y=1 - 0.15 / height, va="top")
-    return fig
-
-
-def save_sample_sheet(prepared, path: str | Path, highlight: set[str] = frozenset(), per_class: int = 4,
-                      max_classes: int = 100) -> Path:
-    """The contact sheet of a prepared dataset's training split (any split if train is empty), as a PNG."""
-    split = next((s for s in ("train", "val", "test") if s in prepared.y and len(prepared.y[s])), None)
-    if split is None:
-        raise CnnbenchError("no images to draw a sample sheet from: every split is empty")
-    fig = plot_samples(prepared.x[split], prepared.y[split], list(prepared.classes), set(highlight),
-                       per_class=per_class, max_classes=max_classes,
-                       title=f"{len(prepared.classes)} classes: {per_class} {split} images each")
-    return save_figure(fig, path)
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Save a PNG atomically (temp file in the same directory, then rename)."""
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", pad_inches=0.15, facecolor="white")
-    return Path(path)
 
 
 # ------------------------------------------------------------------ the README
