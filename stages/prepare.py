@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     write_prepared(prepared, args.out_dir)
     write_data_report(prepared.report, args.report)
     sheet = save_sample_sheet(prepared, Path(args.report).with_name(f"{args.dataset}_samples.png"),
-                              highlight=set(params.report.highlight_classes))
+                              set(params.report.highlight_classes), params.report.highlight_label)
     counts = ", ".join(f"{s} {len(prepared.y[s])}" for s in prepared.y)
     print(f"prepared {args.dataset}: {len(prepared.classes)} classes, {counts}; "
           f"{len(prepared.report['dropped'])} files dropped (see {args.report}); samples in {sheet}")

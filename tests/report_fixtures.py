@@ -29,7 +29,9 @@ DIGITS = [str(i) for i in range(10)]
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REFERENCE = {"digits-resnet18_stem3": {"sec_per_epoch": 40, "best_val_acc": 0.761},
              "cifar10-resnet18": {"sec_per_epoch": 186, "best_val_acc": 0.846}}
-REPORT_CFG = ReportConfig(highlight_classes=tuple(NOISY), reference=REFERENCE)
+# As params.yaml words them: the study's noisy classes and its two families.
+REPORT_CFG = ReportConfig(highlight_classes=tuple(NOISY), highlight_label="noisy in the study",
+                          family_names={"resnet": "ResNet", "mobilenet_v2": "MobileNetV2"}, reference=REFERENCE)
 
 # run: (dataset, model, seed, pretrained, classes, best_val, test_top1, sec/epoch, evaluated)
 RUNS = {

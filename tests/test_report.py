@@ -66,14 +66,14 @@ def test_every_linked_file_exists_and_figures_are_sensible_pngs(rendered):
             width, height = image.size
             assert 500 <= width <= 3000 and 300 <= height <= 4000, (target, image.size)
     names = {Path(f).name for f in figures}
-    assert {"digits_val_acc.png", "digits_acc_vs_time.png", "digits_resnet_vs_mobilenet.png", "digits_confusion.png",
+    assert {"digits_val_acc.png", "digits_acc_vs_time.png", "digits_family_curves.png", "digits_confusion.png",
             "butterflies_per_class.png", "butterflies_confused_pairs.png", "cifar10_val_acc.png",
             "noisy_classes_effect.png"} <= names
 
 
 def test_figures_without_data_are_neither_drawn_nor_linked(rendered):
     out, readme = rendered
-    for absent in ("cifar10_confusion.png", "butterflies_resnet_vs_mobilenet.png", "butterflies_confusion.png",
+    for absent in ("cifar10_confusion.png", "butterflies_family_curves.png", "butterflies_confusion.png",
                    "digits_per_class.png", "cifar10_per_class.png"):
         assert absent not in readme
         assert not (out / "figures" / absent).exists()
@@ -103,7 +103,7 @@ def test_no_pair_no_effect_figure_and_subset_renders_with_stale_figures_removed(
     assert not (out / "figures" / "butterflies_per_class.png").exists()
     assert "noisy_classes_effect" not in readme and "## butterflies" not in readme
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "digits_acc_vs_time.png", "digits_confusion.png", "digits_resnet_vs_mobilenet.png", "digits_val_acc.png"]
+        "digits_acc_vs_time.png", "digits_confusion.png", "digits_family_curves.png", "digits_val_acc.png"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 

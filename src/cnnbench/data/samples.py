@@ -18,8 +18,10 @@ from cnnbench.plotting import HIGHLIGHT, clip, new_figure, save_figure
 
 
 def plot_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], highlight: set[str],
-                 per_class: int = 4, max_classes: int = 100, title: str | None = None) -> Figure:
-    """A contact sheet: `per_class` images of each class side by side under its name; highlighted classes in red."""
+                 highlight_label: str, per_class: int = 4, max_classes: int = 100,
+                 title: str | None = None) -> Figure:
+    """A contact sheet: `per_class` images of each class under its name; `highlight` classes in red, legend
+    `highlight_label`."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
@@ -67,20 +69,20 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], hig
             spine.set_linewidth(2.5)
     if marked_any:
         fig.legend(handles=[Patch(facecolor="none", edgecolor=HIGHLIGHT, linewidth=2,
-                                  label="red frame and name: highlighted class (noisy in the study)")],
+                                  label=f"red frame and name: {highlight_label}")],
                    loc="lower center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
     fig.suptitle(title or f"{len(shown)} classes, up to {per_class} images each", fontsize=11,
                  y=1 - 0.15 / height, va="top")
     return fig
 
 
-def save_sample_sheet(prepared, path: str | Path, highlight: set[str] = frozenset(), per_class: int = 4,
+def save_sample_sheet(prepared, path: str | Path, highlight: set[str], highlight_label: str, per_class: int = 4,
                       max_classes: int = 100) -> Path:
     """The contact sheet of a prepared dataset's training split (any split if train is empty), as a PNG."""
     split = next((s for s in ("train", "val", "test") if s in prepared.y and len(prepared.y[s])), None)
     if split is None:
         raise CnnbenchError("no images to draw a sample sheet from: every split is empty")
     fig = plot_samples(prepared.x[split], prepared.y[split], list(prepared.classes), set(highlight),
-                       per_class=per_class, max_classes=max_classes,
+                       highlight_label, per_class=per_class, max_classes=max_classes,
                        title=f"{len(prepared.classes)} classes: {per_class} {split} images each")
     return save_figure(fig, path)

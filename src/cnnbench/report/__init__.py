@@ -12,12 +12,15 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from cnnbench.config import ReportConfig
 from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
 from cnnbench.plotting import save_figure
 from cnnbench.report.figures import (
     confused_pairs,
+    families_in,
+    family_title,
     plot_acc_vs_time,
     plot_confused_pairs,
     plot_confusion,
@@ -37,15 +40,14 @@ def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportC
     """Write out_dir/README.md, out_dir/figures/*.png and out_dir/metrics.json for one suite; return the README."""
     out_dir = Path(out_dir)
     data = load_runs(runs_dir)
-    highlight = set(report_cfg.highlight_classes)
     sections: list[str] = []
     with staging_dir(out_dir / "figures") as fig_dir:  # replaces figures/ whole: no stale PNG survives
         for dataset in data.datasets:
-            sections.append(_dataset_section(data, dataset, fig_dir, report_cfg, highlight,
-                                             Path(data_reports_dir), out_dir))
+            sections.append(_dataset_section(data, dataset, fig_dir, report_cfg, Path(data_reports_dir), out_dir))
         pairs = find_dataset_pairs(data)
         if pairs:
-            sections.append(pairs_section(pairs, data.runs, fig_dir, highlight))
+            sections.append(pairs_section(pairs, data.runs, fig_dir, set(report_cfg.highlight_classes),
+                                          report_cfg.highlight_label))
     write_json_atomic(out_dir / "metrics.json", suite_metrics(data.runs))
     readme = _readme(suite_name, runs_dir, sections, len(data.runs))
     return write_text_atomic(out_dir / "README.md", readme)
@@ -67,8 +69,8 @@ def _readme(suite: str, runs_dir, sections: list[str], n_runs: int) -> str:
     return "\n".join(head + sections).rstrip() + "\n"
 
 
-def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportConfig, highlight: set[str],
-                     data_reports_dir: Path, out_dir: Path) -> str:
+def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportConfig, data_reports_dir: Path,
+                     out_dir: Path) -> str:
     runs = data.of_dataset(dataset)
     groups = group_replicates(runs)
     lines = [f"## {dataset}", ""]
@@ -79,10 +81,7 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
     if runs["num_test"].notna().any():
         facts.append(f"{int(runs['num_test'].max()):,} test images")
     lines += [", ".join(facts) + ".", ""]
-    links = []
-    for label, name in (("data-cleaning report", f"{dataset}.json"), ("sample images", f"{dataset}_samples.png")):
-        if (data_reports_dir / name).is_file():
-            links.append(f"[{label}]({_relative(data_reports_dir / name, out_dir)})")
+    links = _data_links(dataset, data_reports_dir, out_dir)
     if links:
         lines += ["Data: " + " · ".join(links), ""]
     lines += [dataset_table(groups, cfg.reference), ""]
@@ -95,28 +94,46 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
                   "same configuration (best validation accuracy; its hardware differs from ours, so compare "
                   "ratios of s/epoch, not absolute values).", ""]
     lines += [dataset_summary(groups), ""]
-
-    figures = [("val_acc", "Validation accuracy per epoch", plot_val_acc(data.curves, runs.index, dataset)),
-               ("acc_vs_time", "Accuracy vs training time per epoch", plot_acc_vs_time(groups, dataset)),
-               ("resnet_vs_mobilenet", "ResNet vs MobileNetV2 training curves",
-                plot_family_curves(data.curves, runs, dataset))]
-    best = _best_run(runs, data)
-    if best is not None:
-        if n_classes and n_classes > MANY_CLASSES:
-            figures.append(("per_class", f"Per-class test accuracy of `{best}`",
-                            plot_per_class(data.per_class, best, dataset, highlight)))
-            figures.append(("confused_pairs", f"Most confused class pairs of `{best}`",
-                            plot_confused_pairs(confused_pairs(data.predictions, best), best, dataset, highlight)))
-        else:
-            figures.append(("confusion", f"Test confusion matrix of `{best}`",
-                            plot_confusion(data.predictions, best, dataset, data.classes(best))))
-    for suffix, caption, fig in figures:
+    for suffix, caption, fig in _dataset_figures(data, dataset, groups, cfg, n_classes):
         if fig is None:
             continue
         name = f"{dataset}_{suffix}.png"
         save_figure(fig, fig_dir / name)
         lines += figure_markdown(caption, name)
     return "\n".join(lines)
+
+
+def _data_links(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str]:
+    """Links to the prepare stage's data report and sample sheet of `dataset`, where they exist."""
+    links = []
+    for label, name in (("data-cleaning report", f"{dataset}.json"), ("sample images", f"{dataset}_samples.png")):
+        if (data_reports_dir / name).is_file():
+            links.append(f"[{label}]({_relative(data_reports_dir / name, out_dir)})")
+    return links
+
+
+def _dataset_figures(data: RunsData, dataset: str, groups: pd.DataFrame, cfg: ReportConfig,
+                     n_classes: int | None) -> list[tuple[str, str, Figure | None]]:
+    """(file suffix, caption, figure or None) of every figure the dataset's section may show, in order."""
+    runs = data.of_dataset(dataset)
+    families = family_title(families_in(runs, cfg.family_names), cfg.family_names)
+    figures = [("val_acc", "Validation accuracy per epoch", plot_val_acc(data.curves, runs.index, dataset)),
+               ("acc_vs_time", "Accuracy vs training time per epoch", plot_acc_vs_time(groups, dataset)),
+               ("family_curves", f"{families} training curves",
+                plot_family_curves(data.curves, runs, dataset, cfg.family_names))]
+    best = _best_run(runs, data)
+    if best is None:
+        return figures
+    highlight, label = set(cfg.highlight_classes), cfg.highlight_label
+    if n_classes and n_classes > MANY_CLASSES:
+        pairs = confused_pairs(data.predictions, best)
+        return figures + [
+            ("per_class", f"Per-class test accuracy of `{best}`",
+             plot_per_class(data.per_class, best, dataset, highlight, label)),
+            ("confused_pairs", f"Most confused class pairs of `{best}`",
+             plot_confused_pairs(pairs, best, dataset, highlight, label))]
+    return figures + [("confusion", f"Test confusion matrix of `{best}`",
+                       plot_confusion(data.predictions, best, dataset, data.classes(best)))]
 
 
 def _num_classes(data: RunsData, runs: pd.DataFrame) -> int | None:

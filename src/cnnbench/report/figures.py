@@ -6,8 +6,9 @@ Each `plot_*` returns a Figure, or None when its data is absent, and never write
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,10 @@ from cnnbench.plotting import BASE, HIGHLIGHT, clip, new_figure, style
 from cnnbench.report.tables import accuracy_metric, short_run_name
 
 TOP_PAIRS = 15
+# (name in the title, darkest, lightest): one family's runs are shades of one hue.
+FAMILY_SHADES = (("blues", "#08519c", "#6baed6"), ("oranges", "#d94801", "#fdae6b"),
+                 ("greens", "#006d2c", "#74c476"), ("purples", "#54278f", "#9e9ac8"),
+                 ("greys", "#252525", "#969696"))
 
 
 def _legend_outside(ax, **kwargs) -> None:
@@ -139,33 +144,41 @@ def _overlaps(a: tuple, b: tuple) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def model_family(family: str) -> str | None:
-    """'resnet' or 'mobilenet' from a spec's `family` field (e.g. mobilenet_v2), None for anything else."""
-    for name in ("resnet", "mobilenet"):
-        if family.startswith(name):
-            return name
-    return None
+def families_in(runs: pd.DataFrame, family_names: Mapping[str, str]) -> list[str]:
+    """The model families among `runs`: family_names' order first, then undeclared ones alphabetically."""
+    present = {f for f in runs["family"] if f}
+    declared = [f for f in family_names if f in present]
+    return declared + sorted(present - set(declared))
 
 
-def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str) -> Figure | None:
-    """ResNet vs MobileNetV2 runs of one dataset: train and validation accuracy and loss per epoch."""
-    families = {r: model_family(f) for r, f in runs["family"].items()}
-    resnets = sorted(r for r, f in families.items() if f == "resnet")
-    mobilenets = sorted(r for r, f in families.items() if f == "mobilenet")
-    if not resnets or not mobilenets:
+def family_title(families: list[str], family_names: Mapping[str, str]) -> str:
+    """The families' display names joined by "vs" ("ResNet vs MobileNetV2"); a family without one shows its key."""
+    return " vs ".join(family_names.get(f, f) for f in families)
+
+
+def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str,
+                       family_names: Mapping[str, str]) -> Figure | None:
+    """One dataset's runs of two or more model families: train and validation accuracy and loss per epoch."""
+    families = families_in(runs, family_names)
+    if len(families) < 2:
         return None
-    data = curves[curves["run"].isin(resnets + mobilenets)]
+    members = {f: sorted(runs.index[runs["family"] == f]) for f in families}
+    ordered = [run for f in families for run in members[f]]
+    data = curves[curves["run"].isin(ordered)]
     if not len(data):
         return None
-    colours = dict(zip(resnets, _shades("#08519c", "#6baed6", len(resnets))))
-    colours.update(zip(mobilenets, _shades("#d94801", "#fdae6b", len(mobilenets))))
+    hues = dict(zip(families, itertools.cycle(FAMILY_SHADES)))
+    colours = {}
+    for family in families:
+        _, dark, light = hues[family]
+        colours.update(zip(members[family], _shades(dark, light, len(members[family]))))
     with style():
         fig = new_figure(12, 7.5)
         axes = fig.subplots(2, 2, sharex=True)
         panels = [("train/acc", "train accuracy (%)", 100), ("val/acc", "validation accuracy (%)", 100),
                   ("train/loss", "train loss (cross-entropy)", 1), ("val/loss", "validation loss (cross-entropy)", 1)]
         for ax, (series, label, factor) in zip(axes.flat, panels):
-            for run in resnets + mobilenets:
+            for run in ordered:
                 line = data[(data["run"] == run) & (data["series"] == series)].sort_values("epoch")
                 if len(line):
                     ax.plot(line["epoch"], factor * line["value"], color=colours[run], lw=1.5,
@@ -182,7 +195,8 @@ def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str) -
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
-        fig.suptitle(f"{dataset}: ResNet (blues) vs MobileNetV2 (oranges), per epoch")
+        named = [f"{family_names.get(f, f)} ({hues[f][0]})" for f in families]
+        fig.suptitle(f"{dataset}: {' vs '.join(named)}, per epoch")
         fig.tight_layout()
         fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.93),
                    frameon=False, fontsize="small", title="run (model)")
@@ -193,7 +207,8 @@ def _shades(dark: str, light: str, n: int) -> list:
     return [dark] if n == 1 else sns.blend_palette([dark, light], n)
 
 
-def plot_per_class(per_class: pd.DataFrame, run: str, dataset: str, highlight: set[str]) -> Figure | None:
+def plot_per_class(per_class: pd.DataFrame, run: str, dataset: str, highlight: set[str],
+                   highlight_label: str) -> Figure | None:
     """Per-class test accuracy (recall) of one run, sorted, worst at the top; highlighted classes in red."""
     rows = per_class[per_class["run"] == run].sort_values(["recall", "class"], ascending=[False, True])
     if not len(rows):
@@ -217,7 +232,7 @@ def plot_per_class(per_class: pd.DataFrame, run: str, dataset: str, highlight: s
         ax.tick_params(axis="x", labeltop=True)
         fig.tight_layout()
         if set(rows["class"]) & set(highlight):
-            ax.legend(handles=[Patch(color=HIGHLIGHT, label="highlighted (noisy in the study)"),
+            ax.legend(handles=[Patch(color=HIGHLIGHT, label=highlight_label),
                                Patch(color=BASE, label="other classes")],
                       loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     return fig
@@ -231,7 +246,8 @@ def confused_pairs(predictions: pd.DataFrame, run: str, top: int = TOP_PAIRS) ->
     return counts.head(top).reset_index(drop=True)
 
 
-def plot_confused_pairs(pairs: pd.DataFrame, run: str, dataset: str, highlight: set[str]) -> Figure | None:
+def plot_confused_pairs(pairs: pd.DataFrame, run: str, dataset: str, highlight: set[str],
+                        highlight_label: str) -> Figure | None:
     """Horizontal bars of the most confused class pairs, worst at the top."""
     if not len(pairs):
         return None
@@ -254,7 +270,7 @@ def plot_confused_pairs(pairs: pd.DataFrame, run: str, dataset: str, highlight: 
                title=f"{dataset}: most confused class pairs (true → predicted)\nof the best run, {run}")
         fig.tight_layout()
         if any(c == HIGHLIGHT for c in colours):
-            ax.legend(handles=[Patch(color=HIGHLIGHT, label="involves a highlighted (noisy) class")],
+            ax.legend(handles=[Patch(color=HIGHLIGHT, label=f"true or predicted class: {highlight_label}")],
                       loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     return fig
 

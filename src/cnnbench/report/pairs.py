@@ -74,8 +74,8 @@ def _orient(data: RunsData, a: str, run_a: str, b: str, run_b: str):
     return None
 
 
-def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame,
-                       highlight: set[str] = frozenset()) -> Figure | None:
+def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame, highlight: set[str],
+                       highlight_label: str) -> Figure | None:
     """Grouped bars of test top-1 per setting, full dataset vs the one with classes dropped."""
     panels = []
     for pair in pairs:
@@ -105,13 +105,16 @@ def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame,
             ax.set_xticks(ax.get_xticks(), labels, rotation=15 if len(labels) > 2 else 0)
             ax.legend(title="dataset", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2,
                       fontsize="small", frameon=False)
-        noisy = all(p.dropped and set(p.dropped) <= highlight for p, _ in panels)
-        fig.suptitle(f"Effect of dropping {'the noisy' if noisy else 'some'} classes on test top-1 accuracy")
+        marked = all(p.dropped and set(p.dropped) <= highlight for p, _ in panels)
+        dropped = f"classes ({highlight_label})" if marked else "some classes"
+        fig.suptitle(f"Effect of dropping {dropped} on test top-1 accuracy")
         fig.tight_layout()
     return fig
 
 
-def pairs_section(pairs: list[DatasetPair], runs: pd.DataFrame, fig_dir: Path, highlight: set[str]) -> str:
+def pairs_section(pairs: list[DatasetPair], runs: pd.DataFrame, fig_dir: Path, highlight: set[str],
+                  highlight_label: str) -> str:
+    """The README's "Effect of dropping classes" section, its figure saved into fig_dir."""
     lines = ["## Effect of dropping classes", ""]
     for pair in pairs:
         dropped = (f" ({len(pair.dropped)} classes dropped: {', '.join(pair.dropped)})" if pair.dropped else "")
@@ -123,7 +126,7 @@ def pairs_section(pairs: list[DatasetPair], runs: pd.DataFrame, fig_dir: Path, h
             change = "" if math.isnan(a) or math.isnan(b) else f"{100 * (b - a):+.2f}"
             lines.append(f"| {label} | {fmt(a, kind='pct')} | {fmt(b, kind='pct')} | {change} |")
         lines.append("")
-    fig = plot_dataset_pairs(pairs, runs, highlight)
+    fig = plot_dataset_pairs(pairs, runs, highlight, highlight_label)
     if fig is not None:
         name = "noisy_classes_effect.png"
         save_figure(fig, fig_dir / name)
