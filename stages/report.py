@@ -18,7 +18,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     suite = params.suite(args.suite)
-    readme = render_report(Path("reports/runs") / suite.name, suite.dir, params.report, suite.name)
+    readme = render_report(Path("reports/runs") / suite.name, suite.dir, params.report, suite.name,
+                           params.datasets)
     print(f"report {suite.name}: wrote {readme}")
     return 0
 

@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import precision_recall_fscore_support
 
-from cnnbench.config import ReportConfig, TrainConfig
+from cnnbench.config import DatasetConfig, ReportConfig, TrainConfig
 
 NOISY = ["BLUE SPOTTED CROW", "CLEARWING MOTH", "COMMON BANDED AWL", "COPPER TAIL",
          "HUMMING BIRD HAWK MOTH", "SIXSPOT BURNET MOTH"]
@@ -29,6 +29,14 @@ DIGITS = [str(i) for i in range(10)]
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REFERENCE = {"digits-resnet18_stem3": {"sec_per_epoch": 40, "best_val_acc": 0.761},
              "cifar10-resnet18": {"sec_per_epoch": 186, "best_val_acc": 0.846}}
+# As params.yaml declares them: butterflies_clean is butterflies without the noisy classes.
+DATASETS = {
+    "digits": DatasetConfig("digits", "digits", 16, val_fraction=0.1, test_fraction=0.2),
+    "cifar10": DatasetConfig("cifar10", "cifar10", 32),
+    "butterflies": DatasetConfig("butterflies", "butterflies", 224, val_fraction=0.0),
+    "butterflies_clean": DatasetConfig("butterflies_clean", "butterflies", 224, val_fraction=0.0,
+                                       drop_classes=tuple(NOISY)),
+}
 # As params.yaml words them: the study's noisy classes and its two families.
 REPORT_CFG = ReportConfig(highlight_classes=tuple(NOISY), highlight_label="noisy in the study",
                           family_names={"resnet": "ResNet", "mobilenet_v2": "MobileNetV2"}, reference=REFERENCE)

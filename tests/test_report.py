@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from report_fixtures import DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
+from report_fixtures import DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
 
 from cnnbench.cli import stage_main
 from cnnbench.report import render_report
@@ -32,7 +32,7 @@ def rendered(tmp_path_factory) -> tuple[Path, str]:
     (data / "digits.json").write_text("{}")
     Image.new("RGB", (10, 10)).save(data / "digits_samples.png")
     out = base / "reports" / "demo"
-    readme = render_report(runs, out, REPORT_CFG, "demo", data_reports_dir=data)
+    readme = render_report(runs, out, REPORT_CFG, "demo", DATASETS, data)
     return out, readme.read_text()
 
 
@@ -99,7 +99,7 @@ def test_no_pair_no_effect_figure_and_subset_renders_with_stale_figures_removed(
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "butterflies_per_class.png").write_bytes(b"stale")
-    readme = render_report(runs, out, REPORT_CFG, "demo", data_reports_dir=tmp_path / "none").read_text()
+    readme = render_report(runs, out, REPORT_CFG, "demo", DATASETS, tmp_path / "none").read_text()
     assert not (out / "figures" / "butterflies_per_class.png").exists()
     assert "noisy_classes_effect" not in readme and "## butterflies" not in readme
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
@@ -112,7 +112,7 @@ def test_run_without_eval_or_curves_still_appears(tmp_path):
     (tmp_path / "runs" / "digits-mobilenet_v2" / "eval" / "metrics.json").unlink()
     for tsv in (tmp_path / "runs" / "digits-mobilenet_v2" / "train" / "plots").rglob("*.tsv"):
         tsv.unlink()
-    readme = render_report(runs, tmp_path / "out", REPORT_CFG, "demo").read_text()
+    readme = render_report(runs, tmp_path / "out", REPORT_CFG, "demo", DATASETS).read_text()
     row = table(readme, "digits")["digits-mobilenet_v2"]
     assert row["test top-1 (%)"] == "" and row["best val acc (%)"] == "92.00"
     assert "digits_val_acc.png" not in readme
@@ -122,7 +122,7 @@ def test_zero_runs_say_how_to_produce_them(tmp_path):
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "old.png").write_bytes(b"stale")
-    readme = render_report(tmp_path / "runs", out, REPORT_CFG, "offline").read_text()
+    readme = render_report(tmp_path / "runs", out, REPORT_CFG, "offline", DATASETS).read_text()
     assert "No runs of suite `offline` have metrics yet" in readme
     assert "dvc repro report@offline" in readme
     assert list((out / "figures").iterdir()) == []

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cnnbench.config import ReportConfig
+from cnnbench.config import DatasetConfig, ReportConfig
 from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
 from cnnbench.plotting import save_figure
 from cnnbench.report.figures import (
@@ -36,15 +37,18 @@ MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace
 
 
 def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportConfig, suite_name: str,
-                  data_reports_dir: str | Path = "reports/data") -> Path:
-    """Write out_dir/README.md, out_dir/figures/*.png and out_dir/metrics.json for one suite; return the README."""
+                  datasets: Mapping[str, DatasetConfig], data_reports_dir: str | Path = "reports/data") -> Path:
+    """Write out_dir/README.md, out_dir/figures/*.png and out_dir/metrics.json for one suite; return the README.
+
+    `datasets` (params.yaml's) declares which datasets pair: see pairs.dropped_classes.
+    """
     out_dir = Path(out_dir)
     data = load_runs(runs_dir)
     sections: list[str] = []
     with staging_dir(out_dir / "figures") as fig_dir:  # replaces figures/ whole: no stale PNG survives
         for dataset in data.datasets:
             sections.append(_dataset_section(data, dataset, fig_dir, report_cfg, Path(data_reports_dir), out_dir))
-        pairs = find_dataset_pairs(data)
+        pairs = find_dataset_pairs(data, datasets)
         if pairs:
             sections.append(pairs_section(pairs, data.runs, fig_dir, set(report_cfg.highlight_classes),
                                           report_cfg.highlight_label))

@@ -85,7 +85,8 @@ def plot_acc_vs_time(groups: pd.DataFrame, dataset: str) -> Figure | None:
         ax.set(xlabel="training time per epoch (s, median over epochs)", ylabel=f"{what} (%)",
                title=f"{dataset}: {what} vs training time per epoch")
         fig.tight_layout()
-        labels = [short_run_name(g["run"], dataset) + (f" (n={g['n']})" if g["n"] > 1 else "") for _, g in data.iterrows()]
+        labels = [short_run_name(g["run"], dataset) + (f" (n={g['n']})" if g["n"] > 1 else "")
+                  for _, g in data.iterrows()]
         spans = [(g["sec_per_epoch_std"], 100 * g[f"{metric}_std"]) for _, g in data.iterrows()]
         # No layout pass after this: it would move the points away from their measured labels.
         _place_labels(fig, ax, list(data["sec_per_epoch"]), list(100 * data[metric]), labels, spans)

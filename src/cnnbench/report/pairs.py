@@ -1,38 +1,43 @@
-"""Dataset pairs: the same runs on a dataset and on a copy of it with some classes dropped.
+"""Dataset pairs: the same runs on a dataset and on one declared as it minus some classes.
 
 Finds the pairs, draws their test top-1 side by side and writes the README's section on them.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from cnnbench.config import DatasetConfig
 from cnnbench.plotting import BASE, clip, new_figure, save_figure, style
 from cnnbench.report.runs import RunsData
 from cnnbench.report.tables import figure_markdown, fmt, short_run_name
 
+# What must match for two datasets to hold the same images: all but the classes each drops.
+SAME_IMAGES = ("source", "image_size", "val_fraction", "test_fraction", "split_seed")
+
+
 @dataclass
 class DatasetPair:
-    """Two datasets whose runs differ only in the dataset; `reduced` has a strict subset of `full`'s classes."""
+    """Two datasets declared as one source, split alike, `reduced` dropping more classes; runs alike but for it."""
 
     full: str
     reduced: str
-    dropped: list[str]            # classes of `full` missing from `reduced` (empty when unknown)
+    dropped: list[str]            # classes `reduced` drops on top of those `full` drops
     settings: list[tuple[str, str, str]]  # (label, run on full, run on reduced)
 
 
-def find_dataset_pairs(data: RunsData) -> list[DatasetPair]:
-    """Dataset pairs run with identical configs, the second holding a strict subset of the first's classes."""
+def find_dataset_pairs(data: RunsData, datasets: Mapping[str, DatasetConfig]) -> list[DatasetPair]:
+    """Pairs of the suite's datasets that `dropped_classes` relates, each with the runs that differ only in it."""
     runs = data.runs
-    if not len(runs):
-        return []
     keys = {}
     for run, row in runs.iterrows():
         cfg = json.loads(row["config"])
@@ -40,38 +45,28 @@ def find_dataset_pairs(data: RunsData) -> list[DatasetPair]:
                         {}).setdefault(row["dataset"], run)
     pairs: dict[tuple[str, str], DatasetPair] = {}
     for by_dataset in keys.values():
-        names = sorted(by_dataset)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                oriented = _orient(data, a, by_dataset[a], b, by_dataset[b])
-                if oriented is None:
-                    continue
-                full, reduced, dropped = oriented
-                pair = pairs.setdefault((full, reduced), DatasetPair(full, reduced, dropped, []))
-                run_full, run_reduced = by_dataset[full], by_dataset[reduced]
-                label = short_run_name(run_full, full)
-                if label == run_full:
-                    label = f"{runs.at[run_full, 'model']} (pretrained: {runs.at[run_full, 'pretrained']})"
-                pair.settings.append((label, run_full, run_reduced))
+        for full, reduced in itertools.permutations(sorted(by_dataset), 2):
+            dropped = dropped_classes(datasets.get(full), datasets.get(reduced))
+            if not dropped:
+                continue
+            pair = pairs.setdefault((full, reduced), DatasetPair(full, reduced, dropped, []))
+            run_full, run_reduced = by_dataset[full], by_dataset[reduced]
+            label = short_run_name(run_full, full)
+            if label == run_full:
+                label = f"{runs.at[run_full, 'model']} (pretrained: {runs.at[run_full, 'pretrained']})"
+            pair.settings.append((label, run_full, run_reduced))
     return [pairs[k] for k in sorted(pairs)]
 
 
-def _orient(data: RunsData, a: str, run_a: str, b: str, run_b: str):
-    """(full, reduced, dropped classes) when one dataset is the other minus some classes, else None."""
-    classes_a, classes_b = data.classes(run_a), data.classes(run_b)
-    if classes_a is not None and classes_b is not None:
-        set_a, set_b = set(classes_a), set(classes_b)
-        if set_b < set_a:
-            return a, b, sorted(set_a - set_b)
-        if set_a < set_b:
-            return b, a, sorted(set_b - set_a)
-        return None
-    # Classes unknown (no eval yet): fall back on the naming convention `<dataset>_<variant>`.
-    if b.startswith(a):
-        return a, b, []
-    if a.startswith(b):
-        return b, a, []
-    return None
+def dropped_classes(full: DatasetConfig | None, reduced: DatasetConfig | None) -> list[str]:
+    """The classes `reduced` drops beyond `full`'s when both are declared from the same images, else []."""
+    if full is None or reduced is None:
+        return []  # a dataset params.yaml does not declare has no relation to read
+    if any(getattr(full, key) != getattr(reduced, key) for key in SAME_IMAGES):
+        return []
+    if not set(full.drop_classes) < set(reduced.drop_classes):
+        return []
+    return sorted(set(reduced.drop_classes) - set(full.drop_classes))
 
 
 def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame, highlight: set[str],
@@ -97,15 +92,14 @@ def plot_dataset_pairs(pairs: list[DatasetPair], runs: pd.DataFrame, highlight: 
                         palette=[BASE, "#55a868"], ax=ax)
             for container in ax.containers:
                 ax.bar_label(container, fmt="%.1f", padding=2, fontsize=8)
-            dropped = f"{len(pair.dropped)} classes dropped" if pair.dropped else "classes dropped"
             ax.set(xlabel="", ylabel="test top-1 accuracy (%)", ylim=(0, 108),
-                   title=f"{pair.full} vs {pair.reduced}\n({dropped})")
+                   title=f"{pair.full} vs {pair.reduced}\n({len(pair.dropped)} classes dropped)")
             ax.tick_params(axis="x", labelsize=8)
             labels = [clip(t.get_text(), 24) for t in ax.get_xticklabels()]
             ax.set_xticks(ax.get_xticks(), labels, rotation=15 if len(labels) > 2 else 0)
             ax.legend(title="dataset", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2,
                       fontsize="small", frameon=False)
-        marked = all(p.dropped and set(p.dropped) <= highlight for p, _ in panels)
+        marked = all(set(p.dropped) <= highlight for p, _ in panels)
         dropped = f"classes ({highlight_label})" if marked else "some classes"
         fig.suptitle(f"Effect of dropping {dropped} on test top-1 accuracy")
         fig.tight_layout()
@@ -117,8 +111,8 @@ def pairs_section(pairs: list[DatasetPair], runs: pd.DataFrame, fig_dir: Path, h
     """The README's "Effect of dropping classes" section, its figure saved into fig_dir."""
     lines = ["## Effect of dropping classes", ""]
     for pair in pairs:
-        dropped = (f" ({len(pair.dropped)} classes dropped: {', '.join(pair.dropped)})" if pair.dropped else "")
-        lines += [f"`{pair.reduced}` is `{pair.full}` without some classes{dropped}; same runs otherwise.", "",
+        dropped = f"{len(pair.dropped)} classes dropped: {', '.join(pair.dropped)}"
+        lines += [f"`{pair.reduced}` is `{pair.full}` without some classes ({dropped}); same runs otherwise.", "",
                   f"| setting | {pair.full} test top-1 (%) | {pair.reduced} test top-1 (%) | change (points) |",
                   "|---|---|---|---|"]
         for label, run_full, run_reduced in pair.settings:
