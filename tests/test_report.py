@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_run_without_eval_or_curves_still_appears(tmp_path):
     (tmp_path / "runs" / "digits-mobilenet_v2" / "eval" / "metrics.json").unlink()
     for tsv in (tmp_path / "runs" / "digits-mobilenet_v2" / "train" / "plots").rglob("*.tsv"):
         tsv.unlink()
-    readme = render_report(runs, tmp_path / "out", REPORT_CFG, "demo", DATASETS).read_text()
+    readme = render_report(runs, tmp_path / "out", REPORT_CFG, "demo", DATASETS, tmp_path / "none").read_text()
     row = table(readme, "digits")["digits-mobilenet_v2"]
     assert row["test top-1 (%)"] == "" and row["best val acc (%)"] == "92.00"
     assert "digits_val_acc.png" not in readme
@@ -122,7 +123,7 @@ def test_zero_runs_say_how_to_produce_them(tmp_path):
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "old.png").write_bytes(b"stale")
-    readme = render_report(tmp_path / "runs", out, REPORT_CFG, "offline", DATASETS).read_text()
+    readme = render_report(tmp_path / "runs", out, REPORT_CFG, "offline", DATASETS, tmp_path / "none").read_text()
     assert "No runs of suite `offline` have metrics yet" in readme
     assert "dvc repro report@offline" in readme
     assert list((out / "figures").iterdir()) == []
@@ -130,6 +131,9 @@ def test_zero_runs_say_how_to_produce_them(tmp_path):
 
 
 # ------------------------------------------------------------------ the stage
+
+
+STAGE_ARGS = ["reports/runs/offline", "reports/data", "reports"]  # as dvc.yaml passes them for the offline suite
 
 
 def _stage_module():
@@ -143,10 +147,13 @@ def test_stage_renders_the_suite_into_its_dir(tmp_path, monkeypatch):
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
     make_suite(tmp_path / "reports" / "runs" / "offline", ["digits-resnet18_stem3"])
+    (tmp_path / "reports" / "data").mkdir()
+    (tmp_path / "reports" / "data" / "digits.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
-    assert _stage_module().main(["offline", "--params", str(params)]) == 0
-    readme = (tmp_path / "reports" / "README.md").read_text()  # suites.offline.dir is `reports`
+    assert _stage_module().main(["offline", *STAGE_ARGS, "--params", str(params)]) == 0
+    readme = (tmp_path / "reports" / "README.md").read_text()
     assert "# cnnbench report: suite `offline`" in readme and "## digits" in readme
+    assert "[data-cleaning report](data/digits.json)" in readme
     assert "`dvc repro report@offline`" in readme and "`reports/runs/offline/`" in readme
     assert (tmp_path / "reports" / "figures" / "digits_confusion.png").is_file()
     assert (tmp_path / "reports" / "metrics.json").is_file()
@@ -154,14 +161,28 @@ def test_stage_renders_the_suite_into_its_dir(tmp_path, monkeypatch):
 
 def test_stage_unknown_suite_is_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
-        stage_main(_stage_module().main, ["nope", "--params", str(ROOT / "params.yaml")])
+        stage_main(_stage_module().main, ["nope", *STAGE_ARGS, "--params", str(ROOT / "params.yaml")])
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     assert err.startswith("error: ") and "unknown suite 'nope'" in err and len(err.strip().splitlines()) == 1
 
 
+def run_stage(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """stages/report.py as DVC runs it, importing this checkout's cnnbench."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
 def test_stage_script_runs_as_a_command(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "offline", "--params", "missing.yaml"],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_stage("offline", *STAGE_ARGS, "--params", "missing.yaml", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: missing.yaml: no such file") and "Traceback" not in result.stderr
+
+
+def test_stage_script_with_an_unknown_suite_exits_2_with_one_line(tmp_path):
+    result = run_stage("nope", *STAGE_ARGS, "--params", str(ROOT / "params.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "unknown suite 'nope'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert not (tmp_path / "reports").exists()

@@ -37,10 +37,11 @@ MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace
 
 
 def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportConfig, suite_name: str,
-                  datasets: Mapping[str, DatasetConfig], data_reports_dir: str | Path = "reports/data") -> Path:
+                  datasets: Mapping[str, DatasetConfig], data_reports_dir: str | Path) -> Path:
     """Write out_dir/README.md, out_dir/figures/*.png and out_dir/metrics.json for one suite; return the README.
 
-    `datasets` (params.yaml's) declares which datasets pair: see pairs.dropped_classes.
+    `datasets` (params.yaml's) declares which datasets pair (see pairs.dropped_classes); the README links the
+    data reports and sample sheets it finds in `data_reports_dir`.
     """
     out_dir = Path(out_dir)
     data = load_runs(runs_dir)
