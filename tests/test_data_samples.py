@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.colors as mcolors
@@ -45,3 +49,10 @@ def test_save_sample_sheet_writes_a_png(tmp_path):
     path = save_sample_sheet(prepared, tmp_path / "data" / "x_samples.png", {"COPPER TAIL"}, "highlighted class")
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_sample_sheets_do_not_import_the_report():
+    code = "import sys, cnnbench.data.samples; print(sorted(m for m in sys.modules if m.startswith('cnnbench')))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "cnnbench.data.samples" in loaded and "cnnbench.report" not in loaded

@@ -21,6 +21,7 @@ from cnnbench.cli import stage_main
 from cnnbench.report import render_report
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # subprocesses import this checkout's cnnbench
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +169,15 @@ def test_stage_unknown_suite_is_one_line_and_exit_2(capsys):
 
 
 def run_stage(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """stages/report.py as DVC runs it, importing this checkout's cnnbench."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), *args], cwd=cwd, env=env,
+    """stages/report.py as DVC runs it."""
+    return subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), *args], cwd=cwd, env=CHECKOUT_ENV,
                           capture_output=True, text=True)
+
+
+def test_report_package_does_not_import_torch():
+    code = "import sys, cnnbench.report; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], env=CHECKOUT_ENV, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_stage_script_runs_as_a_command(tmp_path):

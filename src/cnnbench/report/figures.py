@@ -168,11 +168,7 @@ def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str,
     data = curves[curves["run"].isin(ordered)]
     if not len(data):
         return None
-    hues = dict(zip(families, itertools.cycle(FAMILY_SHADES)))
-    colours = {}
-    for family in families:
-        _, dark, light = hues[family]
-        colours.update(zip(members[family], _shades(dark, light, len(members[family]))))
+    colours, hues = _family_colours(members)
     with style():
         fig = new_figure(12, 7.5)
         axes = fig.subplots(2, 2, sharex=True)
@@ -196,7 +192,7 @@ def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str,
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)
-        named = [f"{family_names.get(f, f)} ({hues[f][0]})" for f in families]
+        named = [f"{family_names.get(f, f)} ({hues[f]})" for f in families]
         fig.suptitle(f"{dataset}: {' vs '.join(named)}, per epoch")
         fig.tight_layout()
         fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.93),
@@ -204,8 +200,14 @@ def plot_family_curves(curves: pd.DataFrame, runs: pd.DataFrame, dataset: str,
     return fig
 
 
-def _shades(dark: str, light: str, n: int) -> list:
-    return [dark] if n == 1 else sns.blend_palette([dark, light], n)
+def _family_colours(members: dict[str, list[str]]) -> tuple[dict, dict[str, str]]:
+    """Each run's colour, a shade of its family's hue, and each family's hue by name ("blues")."""
+    colours, hues = {}, {}
+    for (family, runs), (hue, dark, light) in zip(members.items(), itertools.cycle(FAMILY_SHADES)):
+        shades = [dark] if len(runs) == 1 else sns.blend_palette([dark, light], len(runs))
+        colours.update(zip(runs, shades))
+        hues[family] = hue
+    return colours, hues
 
 
 def plot_per_class(per_class: pd.DataFrame, run: str, dataset: str, highlight: set[str],

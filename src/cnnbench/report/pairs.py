@@ -38,7 +38,7 @@ class DatasetPair:
 def find_dataset_pairs(data: RunsData, datasets: Mapping[str, DatasetConfig]) -> list[DatasetPair]:
     """Pairs of the suite's datasets that `dropped_classes` relates, each with the runs that differ only in it."""
     runs = data.runs
-    keys = {}
+    keys = {}  # runs that differ only in their dataset share a key: model, train config and seed
     for run, row in runs.iterrows():
         cfg = json.loads(row["config"])
         keys.setdefault(json.dumps([cfg["model"], cfg["train"], row["seed"]], sort_keys=True, default=str),
