@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
 from cnnbench.data.prepare import prepare_dataset, write_data_report, write_prepared
-from cnnbench.report import save_sample_sheet
+from cnnbench.data.samples import save_sample_sheet
 
 
 def main(argv=None) -> int:
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     write_prepared(prepared, args.out_dir)
     write_data_report(prepared.report, args.report)
     sheet = save_sample_sheet(prepared, Path(args.report).with_name(f"{args.dataset}_samples.png"),
-                              highlight=set(params.report.highlight_classes))
+                              set(params.report.highlight_classes), params.report.highlight_label)
     counts = ", ".join(f"{s} {len(prepared.y[s])}" for s in prepared.y)
     print(f"prepared {args.dataset}: {len(prepared.classes)} classes, {counts}; "
           f"{len(prepared.report['dropped'])} files dropped (see {args.report}); samples in {sheet}")

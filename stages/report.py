@@ -1,6 +1,7 @@
 """DVC stage `report@<suite>`: the suite's runs as a README with tables and figures.
 
-Reads reports/runs/<SUITE>/ and writes <suites.SUITE.dir>/README.md, figures/ and metrics.json.
+Reads the suite's run outputs in RUNS_DIR, links the data reports and sample sheets found in
+DATA_REPORTS_DIR, and writes OUT_DIR/README.md, figures/ and metrics.json.
 """
 
 import argparse
@@ -19,11 +20,15 @@ from cnnbench.report import render_report
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("suite", help="a name under `suites:` in params.yaml")
+    parser.add_argument("runs_dir", help="the suite's train and eval outputs, e.g. reports/runs/offline")
+    parser.add_argument("data_reports_dir", help="the prepare stage's data reports, e.g. reports/data")
+    parser.add_argument("out_dir", help="where the README goes: the suite's `dir`, e.g. reports")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     suite = params.suite(args.suite)
-    readme = render_report(Path("reports/runs") / suite.name, suite.dir, params.report, suite.name)
+    readme = render_report(args.runs_dir, args.out_dir, params.report, suite.name, params.datasets,
+                           args.data_reports_dir)
     print(f"report {suite.name}: wrote {readme}")
     return 0
 
