@@ -30,7 +30,8 @@ def stage_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequenc
 
 def _summary(args: argparse.Namespace) -> int:
     from cnnbench.config import load_params
-    from cnnbench.models import build_model, format_summary, summarize, summary_to_json
+    from cnnbench.models import build_model
+    from cnnbench.summary import format_summary, summarize, summary_to_json
 
     params = load_params(args.params)
     spec = params.model(args.model)

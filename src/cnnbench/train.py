@@ -30,7 +30,9 @@ from cnnbench.data.loader import DeviceSplit, Normalize, augment, batches, epoch
 from cnnbench.data.prepare import load_prepared
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import atomic_path
-from cnnbench.models import build_model, load_pretrained, summarize
+from cnnbench.models import build_model
+from cnnbench.summary import summarize
+from cnnbench.weights import load_pretrained
 
 LAST, BEST = "last.pt", "best.pt"
 
