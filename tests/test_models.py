@@ -41,22 +41,27 @@ def test_builds_with_head_for_num_classes(name, num_classes):
     assert head.out_features == num_classes
 
 
-@pytest.mark.parametrize("size,num_classes", [(32, 10), (224, 100)])
 @pytest.mark.parametrize("name", NAMES)
-def test_forward_backward(name, size, num_classes):
+def test_forward_backward(name):
+    # 32 px, as the CIFAR runs train: the full-resolution stems made 224 px the suite's slowest test.
     spec = SPECS[name]
-    if size < min_image_size(spec):
-        with pytest.raises(ConfigError, match=str(min_image_size(spec))):
-            build_model(spec, num_classes=num_classes, image_size=size)
-        return
+    size = max(32, min_image_size(spec))
     torch.manual_seed(0)
-    model = build_model(spec, num_classes=num_classes, image_size=size)
+    model = build_model(spec, num_classes=10, image_size=size)
     out = model(torch.randn(2, 3, size, size))
-    assert out.shape == (2, num_classes)
+    assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
     out.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_shape_at_224_on_meta(name):
+    # ImageNet's resolution through every layer: on the meta device shapes are exact and nothing is computed.
+    with torch.device("meta"):
+        model = build_model(SPECS[name], num_classes=100, image_size=224)
+        assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 100)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -110,8 +115,9 @@ def test_param_count_matches_spec(name):
 def test_bottleneck_resnet50_is_torchvision_resnet50():
     spec = spec_from_dict("resnet50", {**RESNET18, "block": "bottleneck", "depths": [3, 4, 6, 3],
                                        "torchvision_weights": "ResNet50_Weights.IMAGENET1K_V2"})
-    ours = build_model(spec, num_classes=10, image_size=224)
-    theirs = torchvision_to_cnnbench_keys(torchvision.models.resnet50(num_classes=10).state_dict())
+    with torch.device("meta"):  # shapes and counts only: nothing to initialise
+        ours = build_model(spec, num_classes=10, image_size=224)
+        theirs = torchvision_to_cnnbench_keys(torchvision.models.resnet50(num_classes=10).state_dict())
     assert {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in ours.state_dict().items()}
     assert sum(p.numel() for p in ours.parameters()) == _expected_resnet_params(spec, 10)
 
@@ -131,13 +137,6 @@ def test_standard_variants_are_torchvision_models(name, factory):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
-
-
-def test_resnet18_has_torchvision_param_count():
-    ours = build_model(SPECS["resnet18"], num_classes=10, image_size=32)
-    theirs = torchvision.models.resnet18(num_classes=10)
-    assert sum(p.numel() for p in ours.parameters()) == 11_181_642
-    assert sum(p.numel() for p in theirs.parameters()) == 11_181_642
 
 
 # ------------------------------------------------------------------ invalid specs
