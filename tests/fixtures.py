@@ -3,7 +3,8 @@
 Plain functions (no pytest here), so any test module can `from fixtures import ...` them:
 - make_cifar10_tarball: the CIFAR-10 python tarball (pickled batches, protocol 2, as published);
 - make_kaggle_tree / zip_tree: the Kaggle image-csv layout, with every dirty case planted and listed;
-- serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet.
+- serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet;
+- registry / randomise_bn_stats / TINY_RESNET: the declared model variants, and helpers for model tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 from PIL import Image
+
+from cnnbench.config import load_params
 
 # ------------------------------------------------------------------ CIFAR-10 python tarball
 
@@ -285,3 +289,21 @@ def md5_of(path: Path) -> str:
 # A ResNet of ~5k parameters: trains on 8x8 digits in a second, through the same code as the real ones.
 TINY_RESNET = {"family": "resnet", "stem": {"kernel": 3, "widths": [8], "strides": [1], "pool": False},
                "block": "basic", "depths": [1, 1], "widths": [8, 16], "strides": [1, 2]}
+
+
+# ------------------------------------------------------------------ models
+
+
+def registry() -> dict:
+    """The model specs declared in the repository's params.yaml, by name: what the model tests run over."""
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml").models
+
+
+def randomise_bn_stats(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial running stats, so loading them (or not) changes eval outputs."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    return model

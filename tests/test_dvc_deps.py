@@ -54,7 +54,7 @@ def test_every_stage_declares_exactly_the_code_it_runs(dvc_yaml):
 
 def test_removing_any_one_code_dep_is_caught(dvc_yaml):
     for name, stage in dvc_yaml["stages"].items():
-        deps = stage["do"]["deps"]
+        deps = stage["do"].get("deps", [])
         for path in sorted(declared_code(stage)):
             broken = copy.deepcopy(dvc_yaml)
             broken["stages"][name]["do"]["deps"] = [d for d in deps if d != path]

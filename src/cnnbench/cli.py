@@ -6,21 +6,60 @@ import argparse
 from typing import Callable, Sequence
 
 from cnnbench.door import stage_main
+from cnnbench.errors import CnnbenchError
 
 
 # ------------------------------------------------------------------ subcommands
 
 
-def _summary(args: argparse.Namespace) -> int:
-    from cnnbench.config import load_params
-    from cnnbench.models import build_model, format_summary, summarize, summary_to_json
+# `cnnbench summary` describes one thing: a params.yaml model, an ad-hoc spec, or a single layer.
+SUMMARY_SOURCES = {"model": "MODEL", "spec": "--spec", "spec_file": "--spec-file", "layer": "--layer"}
+MODEL_FLAGS = {"num_classes": "--num-classes", "image_size": "--image-size", "batch_size": "--batch-size"}
+LAYER_FLAGS = {"in_shape": "--in", "kernel": "--kernel", "stride": "--stride", "padding": "--padding",
+               "out_channels": "--out-channels", "no_bias": "--no-bias"}
 
-    params = load_params(args.params)
-    spec = params.model(args.model)
-    model = build_model(spec, num_classes=args.num_classes, image_size=args.image_size)
-    summary = summarize(model, image_size=args.image_size)
-    print(summary_to_json(summary) if args.json else format_summary(summary, title=args.model))
+
+def _summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from cnnbench import summary
+    from cnnbench.weights import check_weights_name
+
+    _check_summary_flags(args, parser)
+    if args.layer is not None:
+        shape = summary.parse_shape(args.in_shape, "--in")
+        result = summary.summarize_layer(args.layer, shape, args.kernel, args.stride, args.padding,
+                                         args.out_channels, bias=not args.no_bias)
+        print(summary.summary_to_json(result) if args.json else summary.format_layer_summary(result))
+        return 0
+    if args.spec is not None:
+        spec = summary.parse_spec(args.spec, name="spec", where="--spec")
+    elif args.spec_file is not None:
+        spec = summary.read_spec(args.spec_file)
+    else:
+        from cnnbench.config import load_params
+
+        spec = load_params(args.params).model(args.model)
+    check_weights_name(spec.torchvision_weights, f"models.{spec.name}.torchvision_weights")
+    result = summary.summarize_spec(spec, args.num_classes, args.image_size, args.batch_size)
+    print(summary.summary_to_json(result) if args.json else summary.format_summary(result, title=spec.name))
     return 0
+
+
+def _check_summary_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """One thing to summarise, and only the options that describe it."""
+    given = [flag for dest, flag in SUMMARY_SOURCES.items() if getattr(args, dest) is not None]
+    if len(given) != 1:
+        raise CnnbenchError(f"summary: give one of {', '.join(SUMMARY_SOURCES.values())}"
+                            + (f", not {' and '.join(given)}" if given else ""))
+    if args.layer is None:
+        misplaced = [flag for dest, flag in LAYER_FLAGS.items() if getattr(args, dest) != parser.get_default(dest)]
+        if misplaced:
+            raise CnnbenchError(f"summary: {', '.join(misplaced)}: only with --layer")
+        return
+    misplaced = [flag for dest, flag in MODEL_FLAGS.items() if getattr(args, dest) != parser.get_default(dest)]
+    if misplaced:
+        raise CnnbenchError(f"summary: {', '.join(misplaced)}: only for models; a layer's input is --in N,C,H,W")
+    if args.in_shape is None or args.kernel is None:
+        raise CnnbenchError("summary: --layer needs --in N,C,H,W and --kernel F")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -64,17 +103,54 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line and exit 2, like every other expected error."""
+
+    def error(self, message: str) -> None:
+        raise CnnbenchError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnbench", description=__doc__)
+    parser = _Parser(prog="cnnbench", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("summary", help="layer-by-layer table of a model: shapes, params, FLOPs")
-    p.add_argument("model", help="a model name from params.yaml")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--json", action="store_true", help="print JSON (keys: params, flops, layers)")
-    p.set_defaults(func=_summary)
+    p = sub.add_parser(
+        "summary", help="layer-by-layer table of a model or of one layer: shapes, params, FLOPs",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  cnnbench summary resnet18_stem3 --image-size 32 --batch-size 8
+  cnnbench summary --spec '{family: resnet, stem: {kernel: 3, widths: [64], strides: [1], pool: false},
+                           block: basic, depths: [2, 2], widths: [64, 128], strides: [1, 2]}'
+  cnnbench summary --spec-file my_resnet.yaml --num-classes 100
+  cnnbench summary --layer conv --in 8,3,32,32 --out-channels 6 --kernel 3 --stride 2 --padding 1
+  cnnbench summary --layer maxpool --in 1,64,112,112 --kernel 3 --stride 2 --padding 1""")
+    p.add_argument("model", nargs="?", help="a model name from params.yaml (or --spec, --spec-file, --layer)")
+    g = p.add_argument_group("instead of a params.yaml model")
+    g.add_argument("--spec", metavar="YAML", help="a model spec as a YAML or JSON mapping, the same fields as "
+                   "an entry under params.yaml's models: (default: none)")
+    g.add_argument("--spec-file", metavar="PATH",
+                   help="a YAML or JSON file holding one such mapping (default: none)")
+    g.add_argument("--layer", metavar="KIND", help="one layer alone: conv, maxpool or avgpool, described by the "
+                   "layer options below (default: none)")
+    g = p.add_argument_group("model options (MODEL, --spec, --spec-file)")
+    g.add_argument("--num-classes", type=int, default=10, metavar="K",
+                   help="classes of the head (default: %(default)s)")
+    g.add_argument("--image-size", type=int, default=32, metavar="PX",
+                   help="side of the square input in pixels (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=1, metavar="N",
+                   help="images per batch, the N of the [N, C, H, W] shapes; FLOPs are given per image "
+                   "and per batch (default: %(default)s)")
+    g = p.add_argument_group("layer options (--layer)")
+    g.add_argument("--in", dest="in_shape", metavar="N,C,H,W", help="input shape, e.g. 8,3,32,32 (required)")
+    g.add_argument("--kernel", type=int, metavar="F", help="kernel size f, square (required)")
+    g.add_argument("--stride", type=int, metavar="S", help="stride s (default: as torch, 1 for conv, the "
+                   "kernel for pooling)")
+    g.add_argument("--padding", type=int, default=0, metavar="P",
+                   help="zeros added on each side (default: %(default)s)")
+    g.add_argument("--out-channels", type=int, metavar="C", help="output channels (required for conv)")
+    g.add_argument("--no-bias", action="store_true", help="a conv without bias (default: with bias, as nn.Conv2d)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table (default: table)")
+    p.set_defaults(func=lambda args, p=p: _summary(args, p))
 
     p = sub.add_parser("predict", help="top-k classes for image files, from a run or a checkpoint")
     p.add_argument("run_or_checkpoint", help="a run name from params.yaml, a run directory or a .pt file")
@@ -91,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--runs-dir", default=None,
                        help="metrics directory of the gated suite (default: reports/runs/<check.suite>)")
-        p.add_argument("--baseline", default="reports/baseline.json", help="(default: %(default)s)")
+        p.add_argument("--baseline", default="reports/baseline.json",
+                       help="the baseline metrics file (default: %(default)s)")
         p.set_defaults(func=func)
     return parser
 

@@ -1,20 +1,16 @@
 """params.yaml, loaded once into frozen dataclasses and validated in one place.
 
-Every block of params.yaml is a dataclass here, model specs included. `_build` is the one
-validator: it rejects unknown keys (suggesting the nearest valid one), checks each field's type,
-and prefixes the field's full path to any value check a dataclass's `validate` raises, so a typo
-in params.yaml or in `dvc exp run -S` fails with `params: runs.x.train.epochs: must be > 0`
-before any work starts. This module imports neither torch nor torchvision.
+Every block of params.yaml is a dataclass here, model specs included, each with its value checks
+(`validate`); `validation.build` is the one validator that turns YAML data into them, so a typo in
+params.yaml or in `dvc exp run -S` fails with `params: runs.x.train.epochs: must be > 0` before
+any work starts. This module imports neither torch nor torchvision.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,39 +18,17 @@ from typing import Any
 import yaml
 
 from cnnbench.errors import ConfigError
+from cnnbench.validation import Validated, build, check, mapping, reject_unknown, require
 
 SOURCE_FORMATS = ("cifar10-python", "image-csv", "npz")
 SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "runs", "suites", "report", "check")
-
-
-class _Invalid(ConfigError):
-    """A value check failed; `_build` adds the path of the block the field belongs to."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"params: {key}: {message}")
-        self.key, self.message = key, message
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise _Invalid(key, message)
-
-
-class _Validated:
-    """Dataclasses check their values on construction, wherever they are built from."""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise _Invalid(field, message) for a value this block cannot use."""
 
 
 # ------------------------------------------------------------------ data
 
 
 @dataclass(frozen=True)
-class SourceConfig(_Validated):
+class SourceConfig(Validated):
     """A raw source: where `fetch` gets it and how `prepare` reads it."""
 
     name: str
@@ -63,13 +37,13 @@ class SourceConfig(_Validated):
     md5: str | None = None
 
     def validate(self) -> None:
-        _require(self.format in SOURCE_FORMATS, "format",
+        require(self.format in SOURCE_FORMATS, "format",
                  f"must be one of {', '.join(SOURCE_FORMATS)}, not {self.format!r}")
-        _require(bool(self.uri), "uri", "must not be empty")
+        require(bool(self.uri), "uri", "must not be empty")
 
 
 @dataclass(frozen=True)
-class DatasetConfig(_Validated):
+class DatasetConfig(Validated):
     """A prepared dataset: a source, resized, filtered and split."""
 
     name: str
@@ -81,10 +55,10 @@ class DatasetConfig(_Validated):
     drop_classes: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        _require(self.image_size >= 4, "image_size", "must be >= 4")
+        require(self.image_size >= 4, "image_size", "must be >= 4")
         for key in ("val_fraction", "test_fraction"):
-            _require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
-        _require(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
+            require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
+        require(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
                  "val_fraction + test_fraction must leave some training data")
 
 
@@ -92,7 +66,7 @@ class DatasetConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class StemSpec(_Validated):
+class StemSpec(Validated):
     """The ResNet stem: one conv+BN+ReLU per width, then an optional 3x3/2 max-pool."""
 
     kernel: int
@@ -101,15 +75,15 @@ class StemSpec(_Validated):
     pool: bool
 
     def validate(self) -> None:
-        _require(self.kernel > 0 and self.kernel % 2 == 1, "kernel", f"must be a positive odd integer, not {self.kernel}")
+        require(self.kernel > 0 and self.kernel % 2 == 1, "kernel", f"must be a positive odd integer, not {self.kernel}")
         _require_positive_list(self.widths, "widths")
         _require_positive_list(self.strides, "strides")
-        _require(len(self.strides) == len(self.widths), "strides",
+        require(len(self.strides) == len(self.widths), "strides",
                  f"must have one entry per stem conv ({len(self.widths)}, as widths), not {len(self.strides)}")
 
 
 @dataclass(frozen=True)
-class ResNetSpec(_Validated):
+class ResNetSpec(Validated):
     """A ResNet: a stem, then stages of `depths[i]` blocks of `widths[i]` channels."""
 
     name: str
@@ -122,16 +96,16 @@ class ResNetSpec(_Validated):
     family: str = field(default="resnet", init=False)
 
     def validate(self) -> None:
-        _require(self.block in ("basic", "bottleneck"), "block", f"must be basic or bottleneck, not {self.block!r}")
+        require(self.block in ("basic", "bottleneck"), "block", f"must be one of basic, bottleneck, not {self.block!r}")
         for key in ("depths", "widths", "strides"):
             _require_positive_list(getattr(self, key), key)
         for key in ("widths", "strides"):
             n = len(getattr(self, key))
-            _require(n == len(self.depths), key, f"must have one entry per stage ({len(self.depths)}, as depths), not {n}")
+            require(n == len(self.depths), key, f"must have one entry per stage ({len(self.depths)}, as depths), not {n}")
 
 
 @dataclass(frozen=True)
-class MobileNetV2Spec(_Validated):
+class MobileNetV2Spec(Validated):
     """torchvision's MobileNetV2 with its stem stride and inverted-residual table as arguments."""
 
     name: str
@@ -143,14 +117,14 @@ class MobileNetV2Spec(_Validated):
     family: str = field(default="mobilenet_v2", init=False)
 
     def validate(self) -> None:
-        _require(self.width_mult > 0, "width_mult", f"must be > 0, not {self.width_mult}")
-        _require(self.stem_stride > 0, "stem_stride", f"must be > 0, not {self.stem_stride}")
-        _require(len(self.setting) > 0, "setting", "must be a non-empty list of [t, c, n, s] rows")
+        require(self.width_mult > 0, "width_mult", f"must be > 0, not {self.width_mult}")
+        require(self.stem_stride > 0, "stem_stride", f"must be > 0, not {self.stem_stride}")
+        require(len(self.setting) > 0, "setting", "must be a non-empty list of [t, c, n, s] rows")
         for i, row in enumerate(self.setting):
             # torchvision's InvertedResidual only implements strides 1 and 2.
-            _require(all(v > 0 for v in row) and row[3] in (1, 2), f"setting[{i}]",
+            require(all(v > 0 for v in row) and row[3] in (1, 2), f"setting[{i}]",
                      f"must be [t, c, n, s]: positive integers, s 1 or 2, not {list(row)}")
-        _require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), not {self.dropout}")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), not {self.dropout}")
 
 
 ModelSpec = ResNetSpec | MobileNetV2Spec
@@ -160,12 +134,12 @@ FAMILIES: dict[str, type] = {"resnet": ResNetSpec, "mobilenet_v2": MobileNetV2Sp
 def parse_model_spec(name: str, raw: Any, where: str | None = None) -> ModelSpec:
     """One `models:` entry (a mapping with a `family`) as its spec; ConfigError naming the first bad field."""
     where = where or f"models.{name}"
-    raw = dict(_mapping(raw, where))
+    raw = dict(mapping(raw, where))
     family = raw.pop("family", None)
     if family not in FAMILIES:
         raise ConfigError(f"params: {where}.family: must be one of {', '.join(FAMILIES)}, not {family!r}")
     raw.pop("name", None)
-    return _build(FAMILIES[family], {"name": name, **raw}, where)
+    return build(FAMILIES[family], {"name": name, **raw}, where)
 
 
 def spec_to_dict(spec: ModelSpec) -> dict:
@@ -177,7 +151,7 @@ def spec_to_dict(spec: ModelSpec) -> dict:
 
 
 @dataclass(frozen=True)
-class AugmentConfig(_Validated):
+class AugmentConfig(Validated):
     """On-device augmentation of training batches."""
 
     crop: str = "pad"
@@ -186,13 +160,13 @@ class AugmentConfig(_Validated):
     flip: bool = True
 
     def validate(self) -> None:
-        _require(self.crop in ("pad", "resized", "none"), "crop", f"must be pad, resized or none, not {self.crop!r}")
-        _require(self.pad >= 0, "pad", "must be >= 0")
-        _require(0.0 < self.scale_min <= 1.0, "scale_min", "must be in (0, 1]")
+        require(self.crop in ("pad", "resized", "none"), "crop", f"must be pad, resized or none, not {self.crop!r}")
+        require(self.pad >= 0, "pad", "must be >= 0")
+        require(0.0 < self.scale_min <= 1.0, "scale_min", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Validated):
+class TrainConfig(Validated):
     """How one run trains; params.yaml's `train:` block with the run's overrides merged in."""
 
     epochs: int = 30
@@ -216,37 +190,37 @@ class TrainConfig(_Validated):
     deterministic: bool = True
 
     def validate(self) -> None:
-        _require(self.epochs > 0, "epochs", "must be > 0")
-        _require(self.batch_size > 0, "batch_size", "must be > 0")
-        _require(self.lr > 0, "lr", "must be > 0")
-        _require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        _require(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
-        _require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
-        _require(0.0 <= self.warmup_fraction < 1.0, "warmup_fraction", "must be in [0, 1)")
-        _require(self.div_factor >= 1.0, "div_factor", "must be >= 1")
-        _require(self.final_div_factor >= 1.0, "final_div_factor", "must be >= 1")
-        _require(self.optimizer in ("sgd", "adamw"), "optimizer", f"must be sgd or adamw, not {self.optimizer!r}")
-        _require(self.schedule in ("onecycle", "cosine"), "schedule",
+        require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        require(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
+        require(0.0 <= self.warmup_fraction < 1.0, "warmup_fraction", "must be in [0, 1)")
+        require(self.div_factor >= 1.0, "div_factor", "must be >= 1")
+        require(self.final_div_factor >= 1.0, "final_div_factor", "must be >= 1")
+        require(self.optimizer in ("sgd", "adamw"), "optimizer", f"must be sgd or adamw, not {self.optimizer!r}")
+        require(self.schedule in ("onecycle", "cosine"), "schedule",
                  f"must be onecycle or cosine, not {self.schedule!r}")
-        _require(self.max_images >= 0, "max_images", "must be >= 0")
+        require(self.max_images >= 0, "max_images", "must be >= 0")
 
 
 @dataclass(frozen=True)
-class EvaluateConfig(_Validated):
+class EvaluateConfig(Validated):
     """How `evaluate` scores a checkpoint on the test split."""
 
     tta_flip: bool = True
     batch_size: int = 1024
 
     def validate(self) -> None:
-        _require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(self.batch_size > 0, "batch_size", "must be > 0")
 
 
 # ------------------------------------------------------------------ runs, suites, report, gate
 
 
 @dataclass(frozen=True)
-class RunConfig(_Validated):
+class RunConfig(Validated):
     """One (dataset, model, training) combination of the comparison."""
 
     name: str
@@ -257,7 +231,7 @@ class RunConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class SuiteConfig(_Validated):
+class SuiteConfig(Validated):
     """A group of runs rendered by one report into `dir`."""
 
     name: str
@@ -265,7 +239,7 @@ class SuiteConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class CheckConfig(_Validated):
+class CheckConfig(Validated):
     """The CI gate: which suite and metrics, and how far a metric may drop."""
 
     suite: str = "offline"
@@ -274,12 +248,12 @@ class CheckConfig(_Validated):
     tolerances: dict[str, float] = field(default_factory=dict)  # metric -> tolerance, overriding `tolerance`
 
     def validate(self) -> None:
-        _require(len(self.metrics) > 0, "metrics", "must name at least one metric: a gate over none checks nothing")
-        _require(math.isfinite(self.tolerance) and self.tolerance >= 0, "tolerance", "must be a number >= 0")
+        require(len(self.metrics) > 0, "metrics", "must name at least one metric: a gate over none checks nothing")
+        require(math.isfinite(self.tolerance) and self.tolerance >= 0, "tolerance", "must be a number >= 0")
         for metric, tol in self.tolerances.items():
-            _require(metric in self.metrics, f"tolerances.{metric}",
+            require(metric in self.metrics, f"tolerances.{metric}",
                      f"is not a gated metric; check.metrics is {', '.join(self.metrics)}")
-            _require(math.isfinite(tol) and tol >= 0, f"tolerances.{metric}", "must be a number >= 0")
+            require(math.isfinite(tol) and tol >= 0, f"tolerances.{metric}", "must be a number >= 0")
 
     def tolerance_for(self, metric: str) -> float:
         """The allowed absolute drop of `metric`."""
@@ -287,7 +261,7 @@ class CheckConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class ReportConfig(_Validated):
+class ReportConfig(Validated):
     """What the report marks, in which words, and the study's own figures shown beside ours."""
 
     highlight_classes: tuple[str, ...] = ()
@@ -352,35 +326,35 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def parse_params(raw: dict) -> Params:
     """Validate an already-loaded params mapping (see load_params)."""
-    _reject_unknown(raw, SECTIONS, "")
-    sources = _table(raw, "sources", lambda n, d, w: _build(SourceConfig, {"name": n, **_mapping(d, w)}, w))
-    datasets = _table(raw, "datasets", lambda n, d, w: _build(DatasetConfig, {"name": n, **_mapping(d, w)}, w))
+    reject_unknown(raw, SECTIONS, "")
+    sources = _table(raw, "sources", lambda n, d, w: build(SourceConfig, {"name": n, **mapping(d, w)}, w))
+    datasets = _table(raw, "datasets", lambda n, d, w: build(DatasetConfig, {"name": n, **mapping(d, w)}, w))
     for name, ds in datasets.items():
         _cross(ds.source in sources, f"datasets.{name}.source", ds.source, "source", sources)
     models = _table(raw, "models", parse_model_spec)
-    train_raw = _mapping(raw.get("train") or {}, "train")
-    train = _build(TrainConfig, train_raw, "train")  # the defaults alone: a typo there is `train.<key>`
-    suites = _table(raw, "suites", lambda n, d, w: _build(SuiteConfig, {"name": n, **_mapping(d, w)}, w),
+    train_raw = mapping(raw.get("train") or {}, "train")
+    train = build(TrainConfig, train_raw, "train")  # the defaults alone: a typo there is `train.<key>`
+    suites = _table(raw, "suites", lambda n, d, w: build(SuiteConfig, {"name": n, **mapping(d, w)}, w),
                     required=False)
     runs = _table(raw, "runs", lambda n, d, w: _parse_run(n, d, w, train_raw), required=False)
     for name, run in runs.items():
         _cross(run.dataset in datasets, f"runs.{name}.dataset", run.dataset, "dataset", datasets)
         _cross(run.model in models, f"runs.{name}.model", run.model, "model", models)
         _cross(run.suite in suites, f"runs.{name}.suite", run.suite, "suite", suites)
-    check = _build(CheckConfig, _mapping(raw.get("check") or {}, "check"), "check")
+    check = build(CheckConfig, mapping(raw.get("check") or {}, "check"), "check")
     if suites:  # a project that only fetches and prepares declares no suite to gate
         _cross(check.suite in suites, "check.suite", check.suite, "suite", suites)
     return Params(sources=sources, datasets=datasets, models=models, train=train,
-                  evaluate=_build(EvaluateConfig, _mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
+                  evaluate=build(EvaluateConfig, mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
                   runs=runs, suites=suites, check=check,
-                  report=_build(ReportConfig, _mapping(raw.get("report") or {}, "report"), "report"))
+                  report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"))
 
 
 def _parse_run(name: str, raw: Any, where: str, train_defaults: dict) -> RunConfig:
-    raw = dict(_mapping(raw, where))
-    overrides = _mapping(raw.pop("train", None) or {}, f"{where}.train")
-    train = _build(TrainConfig, _deep_merge(train_defaults, overrides), f"{where}.train")
-    return _build(RunConfig, {"name": name, "train": train, **raw}, where)
+    raw = dict(mapping(raw, where))
+    overrides = mapping(raw.pop("train", None) or {}, f"{where}.train")
+    train = build(TrainConfig, _deep_merge(train_defaults, overrides), f"{where}.train")
+    return build(RunConfig, {"name": name, "train": train, **raw}, where)
 
 
 def config_to_dict(obj: Any) -> Any:
@@ -388,101 +362,27 @@ def config_to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
-# ------------------------------------------------------------------ the validator
-
-
-def _build(cls, data: dict, where: str):
-    """Instantiate dataclass `cls` from `data`: unknown keys, missing keys, types, then its value checks."""
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    _reject_unknown({k: v for k, v in data.items() if k != "name"}, [f.name for f in fields if f.name != "name"], where)
-    kwargs = {}
-    for f in fields:
-        if f.name not in data:
-            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if required:
-                raise ConfigError(f"params: {where}.{f.name}: is required")
-            continue
-        kwargs[f.name] = _coerce(data[f.name], hints[f.name], f"{where}.{f.name}")
-    try:
-        return cls(**kwargs)
-    except _Invalid as err:
-        raise ConfigError(f"params: {where}.{err.key}: {err.message}") from None
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            _check(type(None) in args, where, "must not be null")
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), where)
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else _build(hint, _mapping(value, where), where)
-    if origin is tuple:
-        _check(isinstance(value, (list, tuple)), where, f"must be a list, not {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        _check(len(value) == len(args), where, f"must have {len(args)} entries, not {len(value)}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}")
-                for k, v in _mapping(value, where).items()}
-    if hint is bool:
-        _check(isinstance(value, bool), where, f"must be true or false, not {value!r}")
-    elif hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, not {value!r}")
-    elif hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
-               f"must be a number, not {value!r}")
-        return float(value)
-    elif hint is str:
-        _check(isinstance(value, str), where, f"must be a string, not {value!r}")
-    return value
-
-
-def _reject_unknown(data: dict, known, where: str) -> None:
-    """An unknown key is an error that names the nearest valid key: `trian` is not silently ignored."""
-    for key in data:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        path = f"{where}.{key}" if where else str(key)
-        raise ConfigError(f"params: {path}: unknown key; {hint}expected one of {', '.join(sorted(known))}")
-
-
 def _table(raw: dict, section: str, parse, required: bool = True) -> dict:
     value = raw.get(section)
     if value is None and not required:
         return {}
-    _check(isinstance(value, dict) and (bool(value) or not required), section,
+    check(isinstance(value, dict) and (bool(value) or not required), section,
            "must be a non-empty mapping" if required else "must be a mapping")
     return {str(name): parse(str(name), item, f"{section}.{name}") for name, item in value.items()}
 
 
 def _cross(ok: bool, where: str, value: str, kind: str, known: dict) -> None:
-    _check(ok, where, f"unknown {kind} {value!r}; known: {', '.join(known) or '(none declared)'}")
-
-
-def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"params: {where}: {message}")
+    check(ok, where, f"unknown {kind} {value!r}; known: {', '.join(known) or '(none declared)'}")
 
 
 def _require_positive_list(value: tuple, key: str) -> None:
-    _require(len(value) > 0 and all(v > 0 for v in value), key, "must be a non-empty list of positive integers")
+    require(len(value) > 0 and all(v > 0 for v in value), key, "must be a non-empty list of positive integers")
 
 
 def _lookup(table: dict, name: str, kind: str):
     if name not in table:
         raise ConfigError(f"params: unknown {kind} {name!r}; known: {', '.join(table) or '(none)'}")
     return table[name]
-
-
-def _mapping(value: Any, where: str) -> dict:
-    _check(isinstance(value, dict), where, f"must be a mapping, not {type(value).__name__}")
-    return value
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

@@ -33,7 +33,9 @@ from cnnbench.data.prepare import load_prepared
 from cnnbench.device import device_name, resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object, staging_dir, write_json_atomic
-from cnnbench.models import build_model, load_pretrained, summarize
+from cnnbench.models import build_model
+from cnnbench.summary import summarize
+from cnnbench.weights import load_pretrained
 
 # On CUDA a finiteness check forces a host sync, so the loss is checked every this many steps (and at
 # the end of the epoch); on the CPU it is free and checked every step.
