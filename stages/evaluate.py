@@ -1,4 +1,4 @@
-"""DVC stage `evaluate@<run>`: the run's best-validation checkpoint on the untouched test split."""
+"""DVC stage `evaluate@<run>`: each seed's best-validation checkpoint on the untouched test split."""
 
 import argparse
 import sys
@@ -10,24 +10,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
-from cnnbench.evaluate import evaluate_run
-from cnnbench.checkpoint import BEST
+from cnnbench.evaluate import evaluate_replicates
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", help="a name under `runs:` in params.yaml")
     parser.add_argument("data_dir", help="the prepared dataset, e.g. data/prepared/cifar10")
-    parser.add_argument("run_dir", help="the run's checkpoints, e.g. data/runs/cifar10-resnet18")
-    parser.add_argument("out_dir", help="metrics, per-class table and predictions go here")
+    parser.add_argument("run_dir", help="the run's checkpoints, one seed<k>/ per seed, e.g. data/runs/cifar10-resnet18")
+    parser.add_argument("out_dir", help="metrics, per-class table and predictions go to OUT_DIR/seed<k>/")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    params.run(args.run)
-    metrics = evaluate_run(Path(args.run_dir) / BEST, args.data_dir, args.out_dir, params.evaluate, args.device)
-    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-    print(f"evaluate {args.run}: {shown}")
+    run = params.run(args.run)
+    for seed, metrics in evaluate_replicates(run, args.data_dir, args.run_dir, args.out_dir, params.evaluate,
+                                             args.device).items():
+        shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+        print(f"evaluate {args.run} seed {seed}: {shown}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """DVC stage `train@<run>`: train one run of params.yaml's `runs:` table.
 
-Checkpoints go to RUN_DIR (kept between invocations, so a killed run resumes), DVCLive logs
-and the run's summary metrics to LIVE_DIR. Multi-GPU: `torchrun --nproc_per_node=N stages/train.py ...`.
+One model per seed of the run: checkpoints go to RUN_DIR/seed<k>/ (kept between invocations, so
+a killed run resumes and a seed already trained is kept), DVCLive logs and the summary metrics to
+LIVE_DIR/seed<k>/. Multi-GPU: `torchrun --nproc_per_node=N stages/train.py ...`.
 """
 
 import argparse
@@ -14,21 +15,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
-from cnnbench.train import train_run
+from cnnbench.train import train_replicates
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", help="a name under `runs:` in params.yaml")
     parser.add_argument("data_dir", help="the prepared dataset, e.g. data/prepared/cifar10")
-    parser.add_argument("run_dir", help="checkpoints, e.g. data/runs/cifar10-resnet18")
-    parser.add_argument("live_dir", help="DVCLive output, e.g. reports/runs/study/cifar10-resnet18/train")
+    parser.add_argument("run_dir", help="checkpoints, one seed<k>/ per seed, e.g. data/runs/cifar10-resnet18")
+    parser.add_argument("live_dir", help="DVCLive logs and summary, one seed<k>/ per seed, "
+                                         "e.g. reports/runs/study/cifar10-resnet18/train")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     run = params.run(args.run)
-    train_run(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
+    train_replicates(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
     return 0
 
 

@@ -62,7 +62,7 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
               best_val: float, test_top1: float | None, sec: float, evaluated: bool, epochs: int = 6) -> None:
     """One run's train/ (DVCLive) and eval/ files, exactly as the stages write them."""
     rng = np.random.default_rng(zlib.crc32(run.encode()))
-    live = root / run / "train"
+    live = root / run / "train" / "seed0"
     (live / "plots" / "metrics" / "train").mkdir(parents=True)
     (live / "plots" / "metrics" / "val").mkdir(parents=True)
     train_cfg = dataclasses.asdict(TrainConfig(epochs=epochs, seed=seed, pretrained=pretrained))
@@ -95,7 +95,7 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
     (live / "metrics.json").write_text(json.dumps(metrics, indent=4))
     if not evaluated:
         return
-    out = root / run / "eval"
+    out = root / run / "eval" / "seed0"
     out.mkdir(parents=True)
     per = 5 if len(classes) > 20 else 36
     true = np.repeat(np.arange(len(classes)), per)

@@ -19,12 +19,12 @@ METRICS = {"digits-resnet18": (0.97, 0.965), "digits-mobilenet_v2": (0.93, 0.925
 def write_runs(root: Path, metrics: dict[str, tuple[float, float]]) -> Path:
     """Runs as the evaluate stage writes them (eval/metrics.json) beside train's summary."""
     for run, (top1, f1) in metrics.items():
-        (root / run / "eval").mkdir(parents=True, exist_ok=True)
-        (root / run / "train").mkdir(parents=True, exist_ok=True)
-        (root / run / "eval" / "metrics.json").write_text(json.dumps(
+        (root / run / "eval" / "seed0").mkdir(parents=True, exist_ok=True)
+        (root / run / "train" / "seed0").mkdir(parents=True, exist_ok=True)
+        (root / run / "eval" / "seed0" / "metrics.json").write_text(json.dumps(
             {"test_top1": top1, "test_top5": 0.99, "test_macro_f1": f1, "test_loss": 0.2, "num_test": 360,
              "num_classes": 10}))
-        (root / run / "train" / "metrics.json").write_text(json.dumps(
+        (root / run / "train" / "seed0" / "metrics.json").write_text(json.dumps(
             {"train": {"loss": 0.1, "acc": 0.99}, "val": {"loss": 0.2, "acc": 0.96}, "step": 11,
              "best_val_acc": 0.96, "sec_per_epoch": 1.5, "device": "cpu"}))
     return root
@@ -121,7 +121,7 @@ def test_missing_run_fails(project, capsys):
 
 def test_missing_metric_fails(project, capsys):
     cnnbench(project, "update-baseline", capsys)
-    path = project["runs"] / "digits-resnet18" / "eval" / "metrics.json"
+    path = project["runs"] / "digits-resnet18" / "eval" / "seed0" / "metrics.json"
     data = json.loads(path.read_text())
     data["test_macro_f1"] = None
     path.write_text(json.dumps(data))
@@ -163,6 +163,6 @@ def test_nan_now_is_a_drop(tmp_path):
     write_runs(tmp_path / "runs", {"r": (0.9, 0.8)})
     baseline = tmp_path / "b.json"
     baseline.write_text(json.dumps({"suite": "offline", "metrics": {"r": {"test_top1": 0.9}}}))
-    (tmp_path / "runs" / "r" / "eval" / "metrics.json").write_text('{"test_top1": NaN}')
+    (tmp_path / "runs" / "r" / "eval" / "seed0" / "metrics.json").write_text('{"test_top1": NaN}')
     ok, table = check_metrics(CheckConfig(metrics=("test_top1",)), tmp_path / "runs", baseline)
     assert not ok and "DROP" in table

@@ -272,7 +272,7 @@ def test_predict_on_a_hostile_checkpoint_runs_no_code(ten_classes, tmp_path, cap
 def test_the_evaluate_stage_on_a_hostile_checkpoint_runs_no_code(ten_classes, tmp_path):
     marker = tmp_path / "pwned"
     data_dir, _ = ten_classes
-    run_dir = _hostile_best(ten_classes, tmp_path / "run", marker)
+    run_dir = _hostile_best(ten_classes, tmp_path / "run" / "seed0", marker).parent
     result = subprocess.run([sys.executable, str(ROOT / "stages" / "evaluate.py"), "digits-resnet18", str(data_dir), str(run_dir),
                              str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"), "--device", "cpu"],
                             capture_output=True, text=True, timeout=120)

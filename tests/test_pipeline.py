@@ -66,7 +66,7 @@ def test_repro_builds_the_report_and_the_metrics(project):
     assert set(metrics) == {"digits-a", "digits-b"}
     assert 0.0 <= metrics["digits-a"]["test_top1"] <= 1.0
     assert (project / "reports" / "data" / "digits.json").is_file()
-    assert (project / "reports" / "runs" / "offline" / "digits-a" / "eval" / "predictions.csv").is_file()
+    assert (project / "reports" / "runs" / "offline" / "digits-a" / "eval" / "seed0" / "predictions.csv").is_file()
     # DVCLive must not have written a dvc.yaml of its own anywhere.
     assert not list((project / "reports").rglob("dvc.yaml"))
 
@@ -147,7 +147,7 @@ def test_push_and_pull_through_a_directory_remote(project, tmp_path):
     shutil.rmtree(project / ".dvc" / "cache")
     shutil.rmtree(project / "data")
     dvc(project, "pull", "--with-deps", "report@offline")
-    assert (project / "data" / "runs" / "digits-a" / "best.pt").is_file()
+    assert (project / "data" / "runs" / "digits-a" / "seed0" / "best.pt").is_file()
     assert (project / "data" / "prepared" / "digits" / "train_x.npy").is_file()
     out = dvc(project, "status", "--with-deps", "report@offline").stdout
     assert "up to date" in out, out
@@ -155,7 +155,7 @@ def test_push_and_pull_through_a_directory_remote(project, tmp_path):
 
 def test_a_failing_train_stage_keeps_the_previous_results(project):
     """DVC deletes a stage's outputs before running it; a run that fails must not take its old results along."""
-    live = project / "reports" / "runs" / "offline" / "digits-a" / "train"
+    live = project / "reports" / "runs" / "offline" / "digits-a" / "train" / "seed0"
     before = {p: p.read_bytes() for p in live.rglob("*") if p.is_file()}
     params_path = project / "params.yaml"
     original = params_path.read_text()
@@ -168,7 +168,7 @@ def test_a_failing_train_stage_keeps_the_previous_results(project):
         params_path.write_text(original)
     assert failed.returncode != 0 and "runs.digits-a.train.epochs: must be > 0" in failed.stderr + failed.stdout
     assert before and {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
-    assert (project / "data" / "runs" / "digits-a" / "best.pt").is_file()
+    assert (project / "data" / "runs" / "digits-a" / "seed0" / "best.pt").is_file()
 
 
 def test_going_back_to_the_committed_lock_keeps_every_checkpoint(project):
@@ -183,6 +183,6 @@ def test_going_back_to_the_committed_lock_keeps_every_checkpoint(project):
     git(project, "checkout", "HEAD", "--", "dvc.lock")
     dvc(project, "checkout")
     for run in ("digits-a", "digits-b"):
-        assert {p.name for p in (project / "data" / "runs" / run).iterdir()} >= {"best.pt", "last.pt"}
+        assert {p.name for p in (project / "data" / "runs" / run / "seed0").iterdir()} >= {"best.pt", "last.pt"}
     assert "up to date" in dvc(project, "status", "report@offline").stdout
     assert git(project, "status", "--porcelain", "dvc.lock") == ""

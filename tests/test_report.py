@@ -111,8 +111,8 @@ def test_no_pair_no_effect_figure_and_subset_renders_with_stale_figures_removed(
 
 def test_run_without_eval_or_curves_still_appears(tmp_path):
     runs = make_suite(tmp_path / "runs", ["digits-mobilenet_v2"])
-    (tmp_path / "runs" / "digits-mobilenet_v2" / "eval" / "metrics.json").unlink()
-    for tsv in (tmp_path / "runs" / "digits-mobilenet_v2" / "train" / "plots").rglob("*.tsv"):
+    (tmp_path / "runs" / "digits-mobilenet_v2" / "eval" / "seed0" / "metrics.json").unlink()
+    for tsv in (tmp_path / "runs" / "digits-mobilenet_v2" / "train" / "seed0" / "plots").rglob("*.tsv"):
         tsv.unlink()
     readme = render_report(runs, tmp_path / "out", REPORT_CFG, "demo", DATASETS, tmp_path / "none").read_text()
     row = table(readme, "digits")["digits-mobilenet_v2"]

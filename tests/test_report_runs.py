@@ -29,6 +29,6 @@ def test_load_runs_of_a_missing_directory_is_empty(tmp_path):
 
 def test_broken_metrics_file_is_a_user_error(tmp_path):
     make_suite(tmp_path, ["digits-resnet18"])
-    (tmp_path / "digits-resnet18" / "eval" / "metrics.json").write_text("{not json")
-    with pytest.raises(CnnbenchError, match="eval/metrics.json"):
+    (tmp_path / "digits-resnet18" / "eval" / "seed0" / "metrics.json").write_text("{not json")
+    with pytest.raises(CnnbenchError, match="eval/seed0/metrics.json"):
         load_runs(tmp_path)

@@ -482,8 +482,8 @@ def test_a_hostile_last_pt_is_refused_not_run(digits, tmp_path):
     """A last.pt that unpickles to code (a poisoned DVC remote, say) runs nothing and stops the stage."""
     params_path, run, spec = tiny_run(tmp_path)
     marker = tmp_path / "pwned"
-    (tmp_path / "run").mkdir()
-    torch.save({"epoch": 1, "payload": _WritesAMarker(marker)}, tmp_path / "run" / LAST)
+    (tmp_path / "run" / "seed0").mkdir(parents=True)
+    torch.save({"epoch": 1, "payload": _WritesAMarker(marker)}, tmp_path / "run" / "seed0" / LAST)
     result = stage("tiny", str(digits), str(tmp_path / "run"), str(tmp_path / "live"), "--params", str(params_path))
     assert result.returncode == 2 and not marker.exists()
     last = result.stderr.strip().splitlines()[-1]

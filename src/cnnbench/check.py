@@ -16,20 +16,21 @@ from pathlib import Path
 from cnnbench.config import CheckConfig
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object, write_json_atomic
+from cnnbench.replicates import find_replicates
 
 COLUMNS = ("run", "metric", "baseline", "now", "delta", "tolerance", "verdict")
 
 
 def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path) -> dict[str, dict[str, float]]:
-    """{run: {metric: value}} for the gated metrics of every run under runs_dir that has metrics."""
+    """{replicate: {metric: value}} for the gated metrics of every run's seeds under runs_dir."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise CnnbenchError(f"{runs_dir}: no such directory; produce the metrics first: "
                             f"dvc repro report@{check_cfg.suite}")
     out = {}
-    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        sources = [m for m in (read_json_object(run_dir / "eval" / "metrics.json"),
-                               read_json_object(run_dir / "train" / "metrics.json")) if m is not None]
+    for replicate in find_replicates(runs_dir):
+        sources = [m for m in (read_json_object(replicate.eval_dir / "metrics.json"),
+                               read_json_object(replicate.train_dir / "metrics.json")) if m is not None]
         if not sources:
             continue
         values = {}
@@ -37,7 +38,7 @@ def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path) -> dict[str, d
             value = next((m[metric] for m in sources if _is_number(m.get(metric))), None)
             if value is not None:
                 values[metric] = float(value)
-        out[run_dir.name] = values
+        out[replicate.name] = values
     return out
 
 

@@ -221,13 +221,27 @@ class EvaluateConfig(Validated):
 
 @dataclass(frozen=True)
 class RunConfig(Validated):
-    """One (dataset, model, training) combination of the comparison."""
+    """One (dataset, model, training) combination of the comparison, trained once per seed."""
 
     name: str
     suite: str
     dataset: str
     model: str
     train: TrainConfig
+    seeds: tuple[int, ...] = ()  # replicates; empty means the one seed `train.seed`
+
+    def validate(self) -> None:
+        require(all(s >= 0 for s in self.seeds), "seeds", "must be integers >= 0")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds", f"must not repeat a seed: {list(self.seeds)}")
+
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """The seeds this run is trained with, one model each."""
+        return self.seeds or (self.train.seed,)
+
+    def replicate(self, seed: int) -> "RunConfig":
+        """This run as its one replicate with `seed`."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed), seeds=(seed,))
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,31 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.checkpoint import BEST, ModelCheckpoint, load_model_checkpoint
-from cnnbench.config import EvaluateConfig, parse_model_spec
+from cnnbench.config import EvaluateConfig, RunConfig, parse_model_spec
 from cnnbench.data.datasets import Normalize
 from cnnbench.data.prepare import decode_image, load_prepared
 from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import write_json_atomic, write_text_atomic
+from cnnbench.replicates import replicate_dir
+from cnnbench.files import remove_stale_dirs, write_json_atomic, write_text_atomic
 from cnnbench.models import build_model
 
 
 def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:
-    """A .pt file, a run directory holding best.pt, or a run name under runs_dir."""
-    for candidate in (Path(run_or_checkpoint), Path(run_or_checkpoint) / BEST, Path(runs_dir) / run_or_checkpoint / BEST):
+    """A .pt file, a directory holding best.pt, or a run (`<run>` or `<run>/seed<k>`) under runs_dir.
+
+    A run with several seeds answers with its first seed's model; name `<run>/seed<k>` for another.
+    """
+    places = [Path(run_or_checkpoint), Path(runs_dir) / run_or_checkpoint]
+    candidates = [places[0]]
+    for place in places:
+        seeds = sorted(place.glob("seed*"), key=lambda p: (len(p.name), p.name)) if place.is_dir() else []
+        candidates += [place / BEST] + [seed / BEST for seed in seeds]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise CnnbenchError(f"{run_or_checkpoint}: no checkpoint found (looked for the file itself, "
-                        f"{Path(run_or_checkpoint) / BEST} and {Path(runs_dir) / run_or_checkpoint / BEST}). "
+    raise CnnbenchError(f"{run_or_checkpoint}: no checkpoint found (looked for the file itself, a {BEST} in it or "
+                        f"in its seed directories, and {Path(runs_dir) / run_or_checkpoint}). "
                         f"Train the run first: dvc repro train@{run_or_checkpoint}")
 
 
@@ -102,6 +111,15 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     write_text_atomic(out_dir / "per_class.csv", per_class.round(5).to_csv(index=False))
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
     return metrics
+
+
+def evaluate_replicates(run: RunConfig, data_dir: str | Path, run_dir: str | Path, out_dir: str | Path,
+                        cfg: EvaluateConfig, device: str = "auto") -> dict[int, dict]:
+    """Evaluate every seed's best.pt (`<run_dir>/seed<k>`) into `<out_dir>/seed<k>`; drop undeclared seeds."""
+    seeds = run.replicate_seeds
+    remove_stale_dirs(out_dir, "seed*", {replicate_dir(seed) for seed in seeds})
+    return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir,
+                               Path(out_dir) / replicate_dir(seed), cfg, device) for seed in seeds}
 
 
 # ------------------------------------------------------------------ predict

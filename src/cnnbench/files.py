@@ -81,3 +81,14 @@ def read_json_object(path: str | Path) -> dict | None:
     except (OSError, ValueError) as err:
         raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it.") from None
     return data if isinstance(data, dict) else None
+
+
+def remove_stale_dirs(parent: str | Path, pattern: str, keep: set[str]) -> None:
+    """Remove the subdirectories of `parent` matching `pattern` whose names are not in `keep`.
+
+    A run's outputs hold one directory per seed; a seed no longer declared must not be reported.
+    """
+    parent = Path(parent)
+    for child in sorted(parent.glob(pattern)) if parent.is_dir() else []:
+        if child.is_dir() and child.name not in keep:
+            shutil.rmtree(child)

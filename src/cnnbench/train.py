@@ -7,8 +7,6 @@ on the CPU): every rank takes its share of each global batch, and rank 0 alone w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import resource
@@ -32,7 +30,9 @@ from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epo
 from cnnbench.data.prepare import load_prepared
 from cnnbench.device import device_name, resolve_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object, staging_dir, write_json_atomic
+from cnnbench.fingerprint import config_hash, data_fingerprint
+from cnnbench.replicates import replicate_dir
+from cnnbench.files import read_json_object, remove_stale_dirs, staging_dir, write_json_atomic
 from cnnbench.models import build_model
 from cnnbench.summary import summarize
 from cnnbench.weights import load_pretrained
@@ -83,13 +83,6 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
     elif cfg.deterministic:
         # CUDA stays non-deterministic on purpose: AdaptiveAvgPool2d's backward has no deterministic kernel.
         torch.use_deterministic_algorithms(True)
-
-
-def config_hash(run: RunConfig, spec: ModelSpec, data_meta: dict) -> str:
-    """Identifies what a checkpoint was trained with: resuming from anything else would be wrong."""
-    blob = json.dumps({"run": dataclasses.asdict(run), "spec": dataclasses.asdict(spec),
-                       "data": data_meta}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ optimisation
@@ -242,8 +235,13 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch + 1)
 
     run_dir, live_dir = Path(run_dir), Path(live_dir)
-    fingerprint = config_hash(run, spec, {"classes": data.classes, "n_train": len(train_data),
-                                          "image_size": data.image_size, "world": env.world})
+    fingerprint = config_hash(run, spec, {"data": data_fingerprint(data_dir), "n_train": len(train_data),
+                                          "world": env.world})
+    done = _finished(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
+    if done is not None:
+        if env.world > 1:
+            dist.destroy_process_group()
+        return done
     state = _resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
     history, best_acc = list(state.history), state.best_val_acc
     timings = _read_timings(run_dir / TIMINGS, state.epoch)
@@ -291,6 +289,41 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         dist.barrier()
         dist.destroy_process_group()
     return summary_metrics
+
+
+def train_replicates(run: RunConfig, spec: ModelSpec, data_dir: str | Path, run_dir: str | Path,
+                     live_dir: str | Path, device: str = "auto", progress: bool = True) -> dict[int, dict]:
+    """Train every seed of `run` into `<run_dir>/seed<k>` and `<live_dir>/seed<k>`; return their summaries.
+
+    Seeds already trained with the same params, data and code are kept, so adding a seed trains one
+    model; the outputs of seeds no longer declared are removed, so nothing stale is reported.
+    """
+    run_dir, live_dir = Path(run_dir), Path(live_dir)
+    seeds = run.replicate_seeds
+    for parent in (run_dir, live_dir):
+        remove_stale_dirs(parent, "seed*", {replicate_dir(seed) for seed in seeds})
+    return {seed: train_run(run.replicate(seed), spec, data_dir, run_dir / replicate_dir(seed),
+                            live_dir / replicate_dir(seed), device=device, progress=progress) for seed in seeds}
+
+
+def _finished(last: Path, metrics: Path, fingerprint: str, epochs: int, env: Dist) -> dict | None:
+    """The summary of this exact replicate when it already finished (same params, data and code), else None.
+
+    DVC reruns a run's train stage when its seeds change; the seeds already trained are kept.
+    """
+    if not last.is_file() or not metrics.is_file():
+        return None
+    try:
+        state = load_training_state(last, "cpu")
+    except CnnbenchError:
+        return None  # _resume says why
+    summary = read_json_object(metrics)
+    if state.config_hash != fingerprint or state.epoch < epochs or not summary:
+        return None
+    if env.main:
+        print(f"{last.parent.name}: already trained with these params, data and code ({state.epoch} epochs); kept",
+              flush=True)
+    return summary
 
 
 def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> TrainingState:

@@ -1,8 +1,9 @@
 """Loading a suite's runs: what the train and evaluate stages wrote, as tables.
 
-Reads only `<runs_dir>/<run>/train/` (DVCLive's params.yaml, metrics.json and TSV curves) and
-`<runs_dir>/<run>/eval/` (metrics.json, per_class.csv, predictions.csv). Any missing optional
-file leaves its columns blank; an unreadable one is a CnnbenchError that names it.
+Reads only `<runs_dir>/<run>/train/seed<k>/` (DVCLive's params.yaml, metrics.json and TSV curves)
+and `<runs_dir>/<run>/eval/seed<k>/` (metrics.json, per_class.csv, predictions.csv): one row per
+replicate, named after the run (`<run>/seed<k>` when the run has several seeds). Any missing
+optional file leaves its columns blank; an unreadable one is a CnnbenchError that names it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object
+from cnnbench.replicates import find_replicates
 
 # Numeric run metrics: flat keys of train/metrics.json (DVCLive summary) and of eval/metrics.json.
 TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
@@ -54,18 +56,17 @@ class RunsData:
 
 
 def load_runs(runs_dir: str | Path) -> RunsData:
-    """Every run under runs_dir that has written anything; a missing runs_dir means no runs."""
+    """Every replicate under runs_dir that has written anything; a missing runs_dir means no runs."""
     rows, curves, per_class, predictions = [], [], [], []
-    runs_dir = Path(runs_dir)
-    run_dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-    for run_dir in run_dirs:
-        row = _load_run_row(run_dir)
+    for replicate in find_replicates(runs_dir):
+        name, train_dir, eval_dir = replicate.name, replicate.train_dir, replicate.eval_dir
+        row = _load_run_row(name, train_dir, eval_dir)
         if row is None:
             continue
         rows.append(row)
-        curves.extend(_load_curves(run_dir))
-        per_class.append(_read_csv(run_dir / "eval" / "per_class.csv", "class", run_dir.name))
-        predictions.append(_read_csv(run_dir / "eval" / "predictions.csv", ("true", "predicted"), run_dir.name))
+        curves.extend(_load_curves(name, train_dir))
+        per_class.append(_read_csv(eval_dir / "per_class.csv", "class", name))
+        predictions.append(_read_csv(eval_dir / "predictions.csv", ("true", "predicted"), name))
     runs = pd.DataFrame(rows, columns=_RUN_COLUMNS).set_index("run", drop=False).rename_axis(None)
     return RunsData(
         runs=runs,
@@ -79,10 +80,10 @@ _RUN_COLUMNS = ["run", "dataset", "model", "family", "pretrained", "seed", "conf
                 "has_train", "has_eval", *AGG_KEYS]
 
 
-def _load_run_row(run_dir: Path) -> dict | None:
-    params = _read_yaml(run_dir / "train" / "params.yaml")
-    train = read_json_object(run_dir / "train" / "metrics.json")
-    evaluation = read_json_object(run_dir / "eval" / "metrics.json")
+def _load_run_row(name: str, train_dir: Path, eval_dir: Path) -> dict | None:
+    params = _read_yaml(train_dir / "params.yaml")
+    train = read_json_object(train_dir / "metrics.json")
+    evaluation = read_json_object(eval_dir / "metrics.json")
     if params is None and train is None and evaluation is None:
         return None
     params, train, evaluation = params or {}, train or {}, evaluation or {}
@@ -92,7 +93,7 @@ def _load_run_row(run_dir: Path) -> dict | None:
     config = json.dumps({"dataset": params.get("dataset"), "model": params.get("model"), "train": train_cfg},
                         sort_keys=True, default=str)
     row = {
-        "run": run_dir.name,
+        "run": name,
         "dataset": str(params.get("dataset") or "unknown"),
         "model": str(params.get("model") or "unknown"),
         "family": str(params.get("model_family") or ""),
@@ -111,10 +112,10 @@ def _load_run_row(run_dir: Path) -> dict | None:
     return row
 
 
-def _load_curves(run_dir: Path) -> list[tuple]:
+def _load_curves(name: str, train_dir: Path) -> list[tuple]:
     out = []
     for series in CURVES:
-        path = run_dir / "train" / "plots" / "metrics" / f"{series}.tsv"
+        path = train_dir / "plots" / "metrics" / f"{series}.tsv"
         if not path.is_file():
             continue
         try:
@@ -123,7 +124,7 @@ def _load_curves(run_dir: Path) -> list[tuple]:
             steps = table["step"].astype(int)
         except (ValueError, KeyError, pd.errors.ParserError) as err:
             raise CnnbenchError(f"{path}: not a DVCLive metric TSV ({err}); re-run the train stage.") from None
-        out.extend((run_dir.name, series, int(s) + 1, float(v)) for s, v in zip(steps, values))
+        out.extend((name, series, int(s) + 1, float(v)) for s, v in zip(steps, values))
     return out
 
 
