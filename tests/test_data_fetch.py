@@ -28,8 +28,9 @@ from fixtures import (
 
 from cnnbench.cli import stage_main
 from cnnbench.config import SourceConfig
-from cnnbench.data.fetch import MANIFEST, FetchError, fetch_source, read_manifest
+from cnnbench.data.fetch import MANIFEST, fetch_source, read_manifest
 from cnnbench.data.readers import read_source
+from cnnbench.errors import FetchError
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_ADVICE = ("KAGGLE_API_TOKEN", "~/.kaggle/access_token", "kaggle.json")
@@ -296,6 +297,24 @@ def test_sklearn_unknown_dataset(raw):
     with pytest.raises(FetchError, match="sklearn:digits"):
         fetch_source(source("sklearn:iris", fmt="npz"), raw / "iris")
     assert_nothing_left(raw)
+
+
+# ------------------------------------------------------------------ the manifest
+
+
+@pytest.mark.parametrize("text", ['{"uri": "x", "form', "[]", '{"uri": "x", "file": "archive.zip"}',
+                                  '{"format": "image-csv", "file": "../../../etc/passwd"}',
+                                  '{"format": "image-csv", "file": ".."}'],
+                         ids=["truncated", "a-list", "no-format", "file-outside", "file-dotdot"])
+def test_a_damaged_manifest_exits_2_with_one_line(kaggle_zip, raw, capsys, text):
+    out = raw / "src"
+    fetch_source(source(str(kaggle_zip)), out)
+    (out / MANIFEST).write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        stage_main(lambda argv: read_source(out), [])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {out / MANIFEST}: ") and "re-run the stage that writes it" in err
 
 
 # ------------------------------------------------------------------ the stage's door

@@ -17,6 +17,7 @@ from fixtures import CIFAR10_CLASSES, KAGGLE_CLASSES, make_cifar10_tarball, make
 from PIL import Image
 
 import cnnbench.data.prepare as prepare_module
+from cnnbench.cli import stage_main
 from cnnbench.config import ConfigError, DatasetConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import (
@@ -45,6 +46,13 @@ def per_class(prepared, split) -> dict[str, int]:
 
 def npy_bytes(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def stage_door(capsys, call) -> tuple[int, str]:
+    """What a stage's door makes of `call`: (exit status, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        stage_main(lambda argv: call(), [])
+    return exit_info.value.code, capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ fixtures
@@ -371,6 +379,26 @@ def test_load_prepared_without_a_prepare_says_so(tmp_path):
 
     with pytest.raises(CnnbenchError, match="run its prepare stage first"):
         load_prepared(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "a list", "no ids", "no train_x.npy", "pickled train_y.npy"])
+def test_a_damaged_prepared_dataset_exits_2_with_one_line(cifar10_prepared, tmp_path, capsys, damage):
+    out = tmp_path / "out"
+    write_prepared(cifar10_prepared, out)
+    meta = out / "meta.json"
+    if damage == "truncated":
+        meta.write_text(meta.read_text()[:100])
+    elif damage == "a list":
+        meta.write_text("[]")
+    elif damage == "no ids":
+        meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "ids"}))
+    elif damage == "no train_x.npy":
+        (out / "train_x.npy").unlink()
+    else:
+        np.save(out / "train_y.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    code, err = stage_door(capsys, lambda: load_prepared(out))
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {out}"), err
+    assert "re-run the stage that writes it" in err
 
 
 def test_read_source_before_fetch_says_so(tmp_path):

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from cnnbench.errors import CnnbenchError
+
 
 @contextmanager
 def staging_dir(out_dir: str | Path) -> Iterator[Path]:
@@ -70,9 +72,11 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def read_json_object(path: str | Path) -> dict | None:
-    """A JSON object from `path`; None when the file is absent, a clear error when it is unreadable."""
-    from cnnbench.errors import CnnbenchError
+    """The JSON object in `path`, or None when the file is absent.
 
+    The one reader of the JSON the stages write: a file that is unreadable, not JSON or not an object
+    is a CnnbenchError naming it (a stage was killed mid-write, or someone edited it), never a traceback.
+    """
     path = Path(path)
     if not path.is_file():
         return None
@@ -80,4 +84,7 @@ def read_json_object(path: str | Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it.") from None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise CnnbenchError(f"{path}: expected a JSON object, found {type(data).__name__}; "
+                            f"re-run the stage that writes it.")
+    return data

@@ -22,16 +22,12 @@ import numpy as np
 from tqdm import tqdm
 
 from cnnbench.config import SourceConfig
-from cnnbench.errors import CnnbenchError
-from cnnbench.files import staging_dir
+from cnnbench.errors import CnnbenchError, FetchError, one_line
+from cnnbench.files import read_json_object, staging_dir
 
 MANIFEST = "source.json"
 # Seconds a connection may stay silent before the download fails (not a limit on the whole download).
 URL_TIMEOUT_S = 60
-
-
-class FetchError(CnnbenchError):
-    """A source could not be fetched (network, credentials, checksum, missing path)."""
 
 
 def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
@@ -56,11 +52,17 @@ def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
 
 
 def read_manifest(raw_dir: str | Path) -> dict:
-    """The `source.json` of a fetched source, or a clear error when the fetch never completed."""
+    """The `source.json` of a fetched source, or a clear error when the fetch never completed or it is damaged."""
     path = Path(raw_dir) / MANIFEST
-    if not path.is_file():
+    manifest = read_json_object(path)
+    if manifest is None:
         raise CnnbenchError(f"{raw_dir} holds no complete fetch ({MANIFEST} is missing): run its fetch stage first.")
-    return json.loads(path.read_text())
+    fmt, name = manifest.get("format"), manifest.get("file")
+    # `file` must name a file inside raw_dir: a manifest from elsewhere must not point prepare outside it.
+    if not isinstance(fmt, str) or not isinstance(name, str) or name in ("", "..") or name != Path(name).name:
+        raise CnnbenchError(f"{path}: not a fetch manifest (it needs a `format` and a `file` name); "
+                            f"re-run the stage that writes it.")
+    return manifest
 
 
 # ------------------------------------------------------------------ one function per kind of uri
@@ -129,7 +131,7 @@ def _fetch_kaggle(ref: str, tmp: Path) -> tuple[Path, dict]:
         api.dataset_download_files(ref, path=str(tmp), unzip=False, quiet=False)
     except (Exception, SystemExit) as err:  # the client raises many types, and exits on some
         raise FetchError(
-            f"the Kaggle download of {ref} failed: {_one_line(err)}. Check the network, the dataset name and that your "
+            f"the Kaggle download of {ref} failed: {one_line(err)}. Check the network, the dataset name and that your "
             f"account accepted the dataset's terms on kaggle.com. Alternatively download the zip by hand and "
             f"set the source's `uri` to its local path."
         ) from None
@@ -157,7 +159,7 @@ def _kaggle_api():
         raise FetchError(f"the Kaggle client cannot be imported ({err}): `pip install kaggle`, or download the "
                          f"dataset zip by hand and set the source's `uri` to its path.") from None
     except (Exception, SystemExit) as err:  # older clients call exit(1) on missing credentials
-        detail = f" ({_one_line(err)})" if str(err) and not isinstance(err, SystemExit) else ""
+        detail = f" ({one_line(err)})" if str(err) and not isinstance(err, SystemExit) else ""
         raise FetchError(advice + detail) from None
     return api
 
@@ -199,11 +201,6 @@ def _verify_md5(path: Path, expected: str, what: str) -> None:
     actual = _md5(path)
     if actual != expected.lower():
         raise FetchError(f"{what}: md5 is {actual}, expected {expected}. Nothing was kept.")
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's message on one line: the stage prints it as a single paragraph."""
-    return " ".join(str(err).split())
 
 
 def _md5(path: Path) -> str:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from cnnbench.config import ConfigError, DatasetConfig
 from cnnbench.data.readers import Item, SourceData, read_source
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import staging_dir, write_json_atomic
+from cnnbench.files import read_json_object, staging_dir, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 # When the same image sits in two splits, the copy in the later split is the one kept: the test set
@@ -324,12 +324,15 @@ class PreparedData:
 
 
 def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
-    """Load a prepared dataset directory written by write_prepared."""
+    """Load a prepared dataset directory written by write_prepared; a damaged one is a clear error."""
     path = Path(path)
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
+    meta = read_json_object(path / "meta.json")
+    if meta is None:
         raise CnnbenchError(f"{path} is not a prepared dataset (no meta.json): run its prepare stage first.")
-    meta = json.loads(meta_path.read_text())
-    loaded = {s: SplitArrays(np.load(path / f"{s}_x.npy"), np.load(path / f"{s}_y.npy"), meta["ids"][s])
-              for s in splits}
-    return PreparedData(meta["classes"], meta["mean"], meta["std"], meta["image_size"], loaded)
+    try:
+        loaded = {s: SplitArrays(np.load(path / f"{s}_x.npy"), np.load(path / f"{s}_y.npy"), list(meta["ids"][s]))
+                  for s in splits}
+        return PreparedData(list(meta["classes"]), meta["mean"], meta["std"], int(meta["image_size"]), loaded)
+    except (OSError, ValueError, KeyError, TypeError) as err:  # np.load refuses pickled arrays: ValueError
+        raise CnnbenchError(f"{path}: a damaged prepared dataset ({type(err).__name__}: {err}); "
+                            f"re-run the stage that writes it.") from None

@@ -15,16 +15,12 @@ from typing import Callable
 import numpy as np
 
 from cnnbench.data.fetch import read_manifest
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import DataError
 
 # Files that operating systems and archivers leave behind; reported as junk, never decoded.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 CSV_COLUMNS = ("filepaths", "labels", "data set")
 SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
-
-
-class DataError(CnnbenchError):
-    """A raw source is not in the format its params say."""
 
 
 @dataclass
