@@ -3,6 +3,7 @@
 Plain functions (no pytest here), so any test module can `from fixtures import ...` them:
 - make_cifar10_tarball: the CIFAR-10 python tarball (pickled batches, protocol 2, as published);
 - make_kaggle_tree / zip_tree: the Kaggle image-csv layout, with every dirty case planted and listed;
+- write_flat_png: a real PNG far larger decoded than on disk, as a decompression bomb is;
 - serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet;
 - run_with_peak_rss: a command in a child process, with the peak memory it and its workers used.
 """
@@ -15,11 +16,13 @@ import http.server
 import io
 import pickle
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
 import threading
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -231,6 +234,40 @@ def zip_tree(root: Path, path: Path, prefix: str = "") -> Path:
         for file in sorted(p for p in root.rglob("*") if p.is_file()):
             zf.write(file, prefix + file.relative_to(root).as_posix())
     return path
+
+
+def rgba_png(width: int, height: int, idat: bytes = b"") -> bytes:
+    """An 8-bit RGBA PNG of width x height whose compressed pixel stream is `idat`.
+
+    With no `idat` it opens (the header gives its size) and fails to decode: opening reads nothing else.
+    """
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8 bits, RGBA, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def write_flat_png(path: Path, width: int, height: int, rgba: tuple[int, ...] = (200, 120, 40, 255)) -> Path:
+    """A one-colour RGBA PNG of width x height, compressed row by row so it is never whole in memory here.
+
+    13,000 x 13,000 is 676 MB decoded and 0.7 MB on disk. Compressing it takes seconds, so an existing
+    `path` is kept: test modules share one through pytest's session temp directory.
+    """
+    if path.exists():
+        return path
+    row = b"\x00" + bytes(rgba) * width  # filter type 0 (none), then the pixels
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(rgba_png(width, height, idat))
+    partial.replace(path)
+    return path
+
+
+def huge_png(directory: Path) -> Path:
+    """The 13,000 x 13,000 RGBA PNG (169 MP) in `directory`: pass pytest's session temp dir to share it."""
+    return write_flat_png(directory / "flat_13000x13000.png", 13_000, 13_000)
 
 
 # ------------------------------------------------------------------ local HTTP

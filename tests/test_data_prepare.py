@@ -6,6 +6,8 @@ fetch_source from local paths; nothing touches the network.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import pickle
@@ -23,12 +25,17 @@ import yaml
 from fixtures import (
     CIFAR10_CLASSES,
     KAGGLE_CLASSES,
+    KAGGLE_CSV,
+    huge_png,
+    jpeg_bytes,
     make_cifar10_tarball,
     make_kaggle_tree,
+    random_image,
+    rgba_png,
     run_with_peak_rss,
     zip_tree,
 )
-from PIL import Image
+from PIL import Image, ImageOps
 
 import cnnbench.data.prepare as prepare_module
 import cnnbench.data.readers as readers_module
@@ -75,7 +82,7 @@ def run_prepare_stage(project: Path, raw_dir: Path, image_size: int = 32) -> tup
     """The real `stages/prepare.py` on `raw_dir`, in its own process: (its result, its peak RSS in MB)."""
     repo_params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = {"sources": {"src": {"uri": "unused here", "md5": None, "format": "npz"}},
-              "datasets": {"ds": {"source": "src", "image_size": image_size}},
+              "datasets": {"ds": {"source": "src", "image_size": image_size, "val_fraction": 0.0, "test_fraction": 0.0}},
               "models": {"resnet18": repo_params["models"]["resnet18"]}}  # params need one model; any will do
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     args = [sys.executable, str(ROOT / "stages" / "prepare.py"), "ds", str(raw_dir), str(project / "prepared"),
@@ -268,6 +275,62 @@ def test_a_directory_source_prepares_like_its_zip(kaggle, kaggle_prepared, tmp_p
     assert prepared.ids == kaggle_prepared.ids
     for split in SPLITS:
         np.testing.assert_array_equal(prepared.x[split], kaggle_prepared.x[split])
+
+
+PREPARE_AND_PRINT_REPORT = """
+import json, sys
+from cnnbench.config import DatasetConfig
+from cnnbench.data.prepare import prepare_dataset
+prepared = prepare_dataset(DatasetConfig("ds", "src", 32, 0.0, 0.0, 0, ()), sys.argv[1], workers=2)
+print(json.dumps({"ids": prepared.ids, "dropped": prepared.report["dropped"]}))
+"""
+
+
+def test_an_image_too_large_to_decode_is_dropped_before_decoding(tmp_path_factory, tmp_path):
+    fx = make_kaggle_tree(tmp_path / "tree")
+    member = f"train/{KAGGLE_CLASSES[0]}/huge.png"
+    (fx.root / member).write_bytes(huge_png(tmp_path_factory.getbasetemp()).read_bytes())
+    with open(fx.root / KAGGLE_CSV, "a", newline="") as fh:
+        csv.writer(fh).writerow([0, member, KAGGLE_CLASSES[0], "train"])
+    raw = fetched(zip_tree(fx.root, tmp_path / "butterflies.zip"), "image-csv", tmp_path / "raw")
+
+    # prepare_dataset alone: the stage script also imports torch (through params), which is not decoding.
+    result, peak_mb = run_with_peak_rss([sys.executable, "-c", PREPARE_AND_PRINT_REPORT, str(raw)],
+                                        tmp_path / "peak_rss", timeout=300)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert {e["id"]: e["reason"] for e in outcome["dropped"]}[member] == "too large: 13000x13000 pixels (limit 64 MP)"
+    assert outcome["ids"] == fx.kept
+    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_a_zip_member_larger_than_any_image_is_not_read(kaggle, monkeypatch):
+    fx, raw_dir = kaggle
+    monkeypatch.setattr(prepare_module, "MAX_FILE_BYTES", 2000)  # the fixture's 40x30 JPEGs are smaller
+    prepared = prepare_dataset(dataset(image_size=32), raw_dir, workers=1)
+    reasons = {entry["id"]: entry["reason"] for entry in prepared.report["dropped"]}
+    big = [m for s in SPLITS for m in fx.kept[s] if m not in prepared.ids[s]]
+    assert big and all(re.fullmatch(r"too large: a [\d,]+-byte file \(limit 2,000\)", reasons[m]) for m in big)
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_full_decode(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    drafted, real_draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = real_draft(self, mode, size)
+        drafted.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    rng = np.random.default_rng(0)
+    big, small = jpeg_bytes(random_image(rng, 1000, 600)), jpeg_bytes(random_image(rng, 100, 100))
+    reduced = decode_image(big, 64)
+    assert decode_image(small, 64).pixels.shape == (64, 64, 3)
+    assert drafted == [(125, 75)]  # 1/8 scale still covers 64x64; the 100x100 one is decoded whole
+    full = np.asarray(ImageOps.fit(Image.open(io.BytesIO(big)).convert("RGB"), (64, 64), Image.BILINEAR))
+    assert np.abs(reduced.pixels.astype(int) - full).mean() < 2  # the same picture, within rounding
 
 
 # ------------------------------------------------------------------ CIFAR-10 python archive
@@ -472,6 +535,16 @@ def test_decode_image_reasons_are_stable_and_short():
     assert "0x" not in undecodable.error  # no memory address: the report must not change between runs
     array = decode_image(np.full((8, 8), 7, np.uint8), 16)
     assert array.pixels.shape == (16, 16, 3) and array.mode == "L" and (array.pixels == 7).all()
+
+
+@pytest.mark.parametrize("width, height, reason", [
+    (13_000, 13_000, "too large: 13000x13000 pixels (limit 64 MP)"),
+    (64_001, 1000, "too large: 64001x1000 pixels (limit 64 MP)"),
+    (20_000, 20_000, "too large: over 178 MP (limit 64 MP)"),  # Pillow itself refuses to open it
+])
+def test_decode_image_refuses_an_oversize_image_from_its_header_alone(width, height, reason):
+    decoded = decode_image(rgba_png(width, height), 32)  # no pixel data at all: nothing is decoded
+    assert decoded.pixels is None and decoded.error == reason
 
 
 def test_find_duplicates_does_not_depend_on_file_order():

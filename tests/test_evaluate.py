@@ -231,3 +231,22 @@ def test_predict_from_a_file_that_is_not_a_checkpoint_exits_2_with_one_line(tmp_
     code, out, err = run_cli(["predict", str(checkpoint), str(image), "--device", "cpu"], capsys)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"error: {checkpoint}: not a cnnbench checkpoint")
+
+
+def test_predict_refuses_an_image_too_large_to_decode_within_1_gb(ten_classes, tmp_path_factory, tmp_path):
+    import sys
+
+    from fixtures import huge_png, run_with_peak_rss
+
+    _, run_dir = ten_classes
+    huge = huge_png(tmp_path_factory.getbasetemp())
+    small = tmp_path / "small.png"
+    small.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    result, peak_mb = run_with_peak_rss(
+        [sys.executable, "-m", "cnnbench.cli", "predict", str(run_dir), str(huge), str(small), "--device", "cpu"],
+        tmp_path / "peak_rss", timeout=300)
+    assert result.returncode == 1, result.stderr
+    parsed = parse_predictions(result.stdout)
+    assert parsed[str(huge)] == "too large: 13000x13000 pixels (limit 64 MP)"
+    assert len(parsed[str(small)]) == 5
+    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
