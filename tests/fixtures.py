@@ -259,9 +259,9 @@ def write_flat_png(path: Path, width: int, height: int, rgba: tuple[int, ...] = 
     row = b"\x00" + bytes(rgba) * width  # filter type 0 (none), then the pixels
     compressor = zlib.compressobj(9)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(rgba_png(width, height, idat))
-    partial.replace(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(rgba_png(width, height, idat))
+    tmp.replace(path)
     return path
 
 
