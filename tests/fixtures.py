@@ -89,8 +89,8 @@ def make_cifar10_tarball(directory: Path, per_batch: int = 20, seed: int = 0,
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
         # Protocol 2 and numpy 1.x's module path, as published (numpy 2 would write numpy._core).
-        members = {name: pickle.dumps(batch, protocol=2).replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-                   for name, batch in batches.items()}
+        as_published = (b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+        members = {name: pickle.dumps(batch, protocol=2).replace(*as_published) for name, batch in batches.items()}
         members["readme.html"] = b"<html>CIFAR-10 (test fixture)</html>\n"
         members.update(replace or {})
         for name, payload in members.items():

@@ -3,8 +3,8 @@ leaves nothing that outlives the next write of the same target.
 
 Temp names are `.<target>.partial-<pid>-<random>[suffix]` beside the target (`.old-` for an output
 moved aside): hidden, recognisable, and tied to the process writing them. Before writing, a writer
-removes the temp siblings of its own target whose process no longer exists (on this machine), so a
-SIGKILL costs disk space until the next write, never a stray file that DVC would track.
+removes the temp siblings of its own target whose process no longer exists (on this machine), so what a
+SIGKILL leaves (which DVC would count as part of an output directory) lasts only until the next write.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ def read_source(raw_dir: Path) -> SourceData:
 
 # ------------------------------------------------------------------ CIFAR-10 python batches
 
+
 def _latin1_bytes(text: str, encoding: str) -> bytes:
     """`_codecs.encode` as Python 3 pickles bytes at protocol 2 (latin-1), and no other codec."""
     if encoding != "latin1":
@@ -96,12 +97,14 @@ class _CifarUnpickler(pickle.Unpickler):
         try:
             return CIFAR_PICKLE_GLOBALS[(module, name)]
         except KeyError:
-            raise DataError(f"{self.where}: refused to unpickle the global {module}.{name} (a CIFAR-10 batch holds "
-                            f"only dicts, lists, byte strings and numpy arrays); this is not the official archive "
-                            f"and nothing from it was run. Fetch the official one, with the source's md5 set.") from None
+            reason = "a CIFAR-10 batch holds only dicts, lists, byte strings and numpy arrays"
+            raise DataError(f"{self.where}: refused to unpickle the global {module}.{name} ({reason}); this is not "
+                            f"the official archive and nothing from it was run. Fetch the official one, with the "
+                            f"source's md5 set.") from None
 
 
 def _unpickle(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> object:
+    """One batch, unpickled with the allow-list; any failure is a DataError that says `where`."""
     if member.size > MAX_BATCH_BYTES:
         raise DataError(f"{where}: {member.size:,} bytes, more than any CIFAR-10 batch (limit {MAX_BATCH_BYTES:,}).")
     try:
