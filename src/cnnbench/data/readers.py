@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from cnnbench.data.fetch import read_manifest
+from cnnbench.data.fetch import MANIFEST, read_manifest
 from cnnbench.errors import DataError, one_line
 
 # Files that operating systems and archivers leave behind; reported as junk, never decoded.
@@ -51,7 +51,7 @@ def read_source(raw_dir: Path) -> SourceData:
     readers: dict[str, Callable[[Path], SourceData]] = {
         "cifar10-python": read_cifar10, "image-csv": read_image_csv, "npz": read_npz}
     if fmt not in readers:
-        raise DataError(f"{raw_dir / 'source.json'}: unknown format {fmt!r} (known: {', '.join(readers)}); "
+        raise DataError(f"{raw_dir / MANIFEST}: unknown format {fmt!r} (known: {', '.join(readers)}); "
                         f"re-run its fetch stage.")
     try:
         return readers[fmt](path)
