@@ -3,7 +3,9 @@
 Plain functions (no pytest here), so any test module can `from fixtures import ...` them:
 - make_cifar10_tarball: the CIFAR-10 python tarball (pickled batches, protocol 2, as published);
 - make_kaggle_tree / zip_tree: the Kaggle image-csv layout, with every dirty case planted and listed;
+- write_flat_png: a real PNG far larger decoded than on disk, as a decompression bomb is;
 - serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet;
+- run_with_peak_rss: a command in a child process, with the peak memory it and its workers used;
 - registry / randomise_bn_stats / TINY_RESNET: the declared model variants, and helpers for model tests.
 """
 
@@ -15,9 +17,13 @@ import http.server
 import io
 import pickle
 import socket
+import struct
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,11 +54,13 @@ class Cifar10Fixture:
     marked_id: str = "data_batch_1[0]"  # the image whose top-left pixel is pure red
 
 
-def make_cifar10_tarball(directory: Path, per_batch: int = 20, seed: int = 0) -> Cifar10Fixture:
+def make_cifar10_tarball(directory: Path, per_batch: int = 20, seed: int = 0,
+                         replace: dict[str, bytes] | None = None) -> Cifar10Fixture:
     """Write `cifar-10-python.tar.gz` with the official layout and pickles, `per_batch` images per batch.
 
     Labels are balanced inside each batch; pixels are random per image; the first image of
     data_batch_1 has a pure red top-left pixel (and no other pure red pixel) to check orientation.
+    `replace` maps member names (`batches.meta`, `data_batch_3`...) to the bytes stored instead.
     """
     assert per_batch % len(CIFAR10_CLASSES) == 0, "per_batch must keep the classes balanced"
     rng = np.random.default_rng(seed)
@@ -84,8 +92,11 @@ def make_cifar10_tarball(directory: Path, per_batch: int = 20, seed: int = 0) ->
         folder = tarfile.TarInfo("cifar-10-batches-py")
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        members = {name: pickle.dumps(batch, protocol=2) for name, batch in batches.items()}
+        # Protocol 2 and numpy 1.x's module path, as published (numpy 2 would write numpy._core).
+        as_published = (b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+        members = {name: pickle.dumps(batch, protocol=2).replace(*as_published) for name, batch in batches.items()}
         members["readme.html"] = b"<html>CIFAR-10 (test fixture)</html>\n"
+        members.update(replace or {})
         for name, payload in members.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size, info.mode = len(payload), 0o644
@@ -229,6 +240,40 @@ def zip_tree(root: Path, path: Path, prefix: str = "") -> Path:
     return path
 
 
+def rgba_png(width: int, height: int, idat: bytes = b"") -> bytes:
+    """An 8-bit RGBA PNG of width x height whose compressed pixel stream is `idat`.
+
+    With no `idat` it opens (the header gives its size) and fails to decode: opening reads nothing else.
+    """
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8 bits, RGBA, no interlace
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def write_flat_png(path: Path, width: int, height: int, rgba: tuple[int, ...] = (200, 120, 40, 255)) -> Path:
+    """A one-colour RGBA PNG of width x height, compressed row by row so it is never whole in memory here.
+
+    13,000 x 13,000 is 676 MB decoded and 0.7 MB on disk. Compressing it takes seconds, so an existing
+    `path` is kept: test modules share one through pytest's session temp directory.
+    """
+    if path.exists():
+        return path
+    row = b"\x00" + bytes(rgba) * width  # filter type 0 (none), then the pixels
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(rgba_png(width, height, idat))
+    tmp.replace(path)
+    return path
+
+
+def huge_png(directory: Path) -> Path:
+    """The 13,000 x 13,000 RGBA PNG (169 MP) in `directory`: pass pytest's session temp dir to share it."""
+    return write_flat_png(directory / "flat_13000x13000.png", 13_000, 13_000)
+
+
 # ------------------------------------------------------------------ local HTTP
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -280,6 +325,28 @@ def closed_port_url(name: str = CIFAR10_ARCHIVE) -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/{name}"
+
+
+# ------------------------------------------------------------------ processes
+
+_RSS_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def run_with_peak_rss(args: list[str], rss_file: Path, **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `args` in a child process: its result, and the peak RSS in MB of the child or any of its workers.
+
+    A wrapper process measures it (RUSAGE_CHILDREN), so earlier children of the test process cannot
+    raise the figure; the peak is that of the largest single process, not a sum.
+    """
+    result = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, str(rss_file), *args], capture_output=True,
+                            text=True, **kwargs)
+    return result, int(rss_file.read_text()) / 1024  # ru_maxrss is in KiB on Linux
 
 
 def md5_of(path: Path) -> str:

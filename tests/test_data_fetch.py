@@ -6,6 +6,7 @@ Nothing here touches the internet: HTTP is a server on 127.0.0.1 and Kaggle is a
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -28,8 +29,9 @@ from fixtures import (
 
 from cnnbench.door import stage_main
 from cnnbench.config import SourceConfig
-from cnnbench.data.fetch import MANIFEST, FetchError, fetch_source, read_manifest
+from cnnbench.data.fetch import MANIFEST, fetch_source, read_manifest
 from cnnbench.data.readers import read_source
+from cnnbench.errors import FetchError
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_ADVICE = ("KAGGLE_API_TOKEN", "~/.kaggle/access_token", "kaggle.json")
@@ -153,6 +155,16 @@ def test_http_connection_dropped_mid_file_keeps_nothing(cifar10, raw, with_md5):
     assert_nothing_left(raw)
 
 
+@pytest.mark.parametrize("name, fmt", [("archive.zip", "image-csv"), ("archive.zip", "npz"), ("download", "image-csv")])
+def test_http_zip_that_is_an_error_page_keeps_nothing(tmp_path, raw, name, fmt):
+    (tmp_path / name).write_bytes(b"<html><body>502 Bad Gateway</body></html>")
+    with serve_directory(tmp_path) as base:
+        url = f"{base}/{name}"
+        with pytest.raises(FetchError, match=f"^{url}: not a valid zip archive"):
+            fetch_source(source(url, fmt=fmt), raw / "butterflies")
+    assert_nothing_left(raw)
+
+
 def test_failed_refetch_leaves_the_previous_fetch_intact(cifar10, cifar10_url, raw):
     out = raw / "cifar10"
     fetch_source(source(cifar10_url, cifar10.md5, "cifar10-python"), out)
@@ -211,10 +223,57 @@ def test_kaggle_missing_credentials_says_how_to_provide_them(fake_kaggle, raw, e
     assert_nothing_left(raw)
 
 
-def test_kaggle_network_error_keeps_nothing(fake_kaggle, raw):
-    fake_kaggle(download_error=ConnectionError("Max retries exceeded with url: /api/v1/datasets/download"))
-    with pytest.raises(FetchError, match="the Kaggle download of gpiosenka/x failed: Max retries exceeded"):
+def test_kaggle_download_error_keeps_nothing(fake_kaggle, raw):
+    fake_kaggle(download_error=RuntimeError("403 Client Error: Forbidden for url: /api/v1/datasets/download"))
+    with pytest.raises(FetchError, match="the Kaggle download of gpiosenka/x failed: 403 Client Error") as err:
         fetch_source(source("kaggle:gpiosenka/x"), raw / "butterflies")
+    assert "accepted the dataset's terms" in str(err.value)
+    assert_nothing_left(raw)
+
+
+def requests_failure(url: str) -> Exception:
+    """What the Kaggle client (requests over urllib3) raises when `url` cannot be reached, chain and all."""
+    import requests
+
+    try:
+        requests.get(url, timeout=5)
+    except requests.exceptions.ConnectionError as err:
+        return err
+    raise AssertionError(f"{url} was reached")
+
+
+def network_failure(case: str, monkeypatch) -> tuple[BaseException, str]:
+    """(an exception as the Kaggle client raises it on `case`, the text the user must see)."""
+    if case == "dns":
+        def no_dns(*args, **kwargs):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(socket, "getaddrinfo", no_dns)
+            return requests_failure("https://www.kaggle.com/api/v1/datasets/download/a/b"), "Name or service not known"
+    if case == "refused":
+        return requests_failure(closed_port_url("api/v1")), "Connection refused"
+    if case == "urllib3-max-retries":
+        from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+        reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 101] Network is unreachable")
+        return MaxRetryError(None, "/api/v1/datasets/download", reason), "Network is unreachable"
+    if case == "oserror-name-resolution":
+        return OSError(socket.EAI_AGAIN, "Temporary failure in name resolution"), "Temporary failure in name resolution"
+    return ConnectionError("connection reset\nby peer"), "connection reset by peer"
+
+
+@pytest.mark.parametrize("case", ["dns", "refused", "urllib3-max-retries", "oserror-name-resolution", "builtin"])
+@pytest.mark.parametrize("step", ["authenticate", "download"])
+def test_kaggle_unreachable_is_a_network_error_not_bad_credentials(fake_kaggle, raw, monkeypatch, case, step):
+    error, detail = network_failure(case, monkeypatch)
+    fake_kaggle(**{"auth_error" if step == "authenticate" else "download_error": error})
+    with pytest.raises(FetchError) as err:
+        fetch_source(source("kaggle:gpiosenka/x"), raw / "butterflies")
+    message = str(err.value)
+    assert message.startswith("could not reach Kaggle: ") and detail in message, message
+    assert "Check the network" in message and "local path" in message
+    assert "credentials" not in message and "0x" not in message and "\n" not in message
     assert_nothing_left(raw)
 
 
@@ -296,6 +355,24 @@ def test_sklearn_unknown_dataset(raw):
     with pytest.raises(FetchError, match="sklearn:digits"):
         fetch_source(source("sklearn:iris", fmt="npz"), raw / "iris")
     assert_nothing_left(raw)
+
+
+# ------------------------------------------------------------------ the manifest
+
+
+@pytest.mark.parametrize("text", ['{"uri": "x", "form', "[]", '{"uri": "x", "file": "archive.zip"}',
+                                  '{"format": "image-csv", "file": "../../../etc/passwd"}',
+                                  '{"format": "image-csv", "file": ".."}'],
+                         ids=["truncated", "a-list", "no-format", "file-outside", "file-dotdot"])
+def test_a_damaged_manifest_exits_2_with_one_line(kaggle_zip, raw, capsys, text):
+    out = raw / "src"
+    fetch_source(source(str(kaggle_zip)), out)
+    (out / MANIFEST).write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        stage_main(lambda argv: read_source(out), [])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {out / MANIFEST}: ") and "re-run the stage that writes it" in err
 
 
 # ------------------------------------------------------------------ the stage's door

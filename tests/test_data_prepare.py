@@ -6,17 +6,34 @@ fetch_source from local paths; nothing touches the network.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import CIFAR10_CLASSES, KAGGLE_CLASSES, make_cifar10_tarball, make_kaggle_tree, zip_tree
-from PIL import Image
+from fixtures import (
+    CIFAR10_CLASSES,
+    KAGGLE_CLASSES,
+    KAGGLE_CSV,
+    huge_png,
+    jpeg_bytes,
+    make_cifar10_tarball,
+    make_kaggle_tree,
+    random_image,
+    rgba_png,
+    run_with_peak_rss,
+    zip_tree,
+)
+from PIL import Image, ImageOps
 
 import cnnbench.data.prepare as prepare_module
+from cnnbench.cli import stage_main
 from cnnbench.config import ConfigError, DatasetConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import (
@@ -28,7 +45,7 @@ from cnnbench.data.prepare import (
     write_data_report,
     write_prepared,
 )
-from cnnbench.data.readers import Item, read_source
+from cnnbench.data.readers import Item
 
 SPLITS = ("train", "val", "test")
 
@@ -209,6 +226,63 @@ def test_a_directory_source_prepares_like_its_zip(kaggle, kaggle_prepared, tmp_p
         np.testing.assert_array_equal(prepared.x[split], kaggle_prepared.x[split])
 
 
+PREPARE_AND_PRINT_REPORT = """
+import json, sys
+from cnnbench.config import DatasetConfig
+from cnnbench.data.prepare import prepare_dataset
+prepared = prepare_dataset(DatasetConfig("ds", "src", 32, 0.0, 0.0, 0, ()), sys.argv[1], workers=2)
+print(json.dumps({"ids": prepared.ids, "dropped": prepared.report["dropped"]}))
+"""
+
+
+def test_an_image_too_large_to_decode_is_dropped_before_decoding(tmp_path_factory, tmp_path):
+    fx = make_kaggle_tree(tmp_path / "tree")
+    member = f"train/{KAGGLE_CLASSES[0]}/huge.png"
+    (fx.root / member).write_bytes(huge_png(tmp_path_factory.getbasetemp()).read_bytes())
+    with open(fx.root / KAGGLE_CSV, "a", newline="") as fh:
+        csv.writer(fh).writerow([0, member, KAGGLE_CLASSES[0], "train"])
+    raw = tmp_path / "raw"
+    fetch_source(SourceConfig(name="src", uri=str(zip_tree(fx.root, tmp_path / "bfly.zip")), format="image-csv"), raw)
+
+    # prepare_dataset alone: the stage script also imports torch (through params), which is not decoding.
+    result, peak_mb = run_with_peak_rss([sys.executable, "-c", PREPARE_AND_PRINT_REPORT, str(raw)],
+                                        tmp_path / "peak_rss", timeout=300)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert {e["id"]: e["reason"] for e in outcome["dropped"]}[member] == "too large: 13000x13000 pixels (limit 64 MP)"
+    assert outcome["ids"] == fx.kept
+    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_a_zip_member_larger_than_any_image_is_not_read(kaggle, monkeypatch):
+    fx, raw_dir = kaggle
+    monkeypatch.setattr(prepare_module, "MAX_FILE_BYTES", 2000)  # the fixture's 40x30 JPEGs are smaller
+    prepared = prepare_dataset(dataset(image_size=32), raw_dir, workers=1)
+    reasons = {entry["id"]: entry["reason"] for entry in prepared.report["dropped"]}
+    big = [m for s in SPLITS for m in fx.kept[s] if m not in prepared.ids[s]]
+    assert big and all(re.fullmatch(r"too large: a [\d,]+-byte file \(limit 2,000\)", reasons[m]) for m in big)
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_full_decode(monkeypatch):
+    from PIL import JpegImagePlugin
+
+    drafted, real_draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = real_draft(self, mode, size)
+        drafted.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    rng = np.random.default_rng(0)
+    big, small = jpeg_bytes(random_image(rng, 1000, 600)), jpeg_bytes(random_image(rng, 100, 100))
+    reduced = decode_image(big, 64)
+    assert decode_image(small, 64).pixels.shape == (64, 64, 3)
+    assert drafted == [(125, 75)]  # 1/8 scale still covers 64x64; the 100x100 one is decoded whole
+    full = np.asarray(ImageOps.fit(Image.open(io.BytesIO(big)).convert("RGB"), (64, 64), Image.BILINEAR))
+    assert np.abs(reduced.pixels.astype(int) - full).mean() < 2  # the same picture, within rounding
+
+
 # ------------------------------------------------------------------ CIFAR-10 python archive
 
 
@@ -311,6 +385,16 @@ def test_decode_image_reasons_are_stable_and_short():
     assert array.pixels.shape == (16, 16, 3) and array.mode == "L" and (array.pixels == 7).all()
 
 
+@pytest.mark.parametrize("width, height, reason", [
+    (13_000, 13_000, "too large: 13000x13000 pixels (limit 64 MP)"),
+    (64_001, 1000, "too large: 64001x1000 pixels (limit 64 MP)"),
+    (20_000, 20_000, "too large: over 178 MP (limit 64 MP)"),  # Pillow itself refuses to open it
+])
+def test_decode_image_refuses_an_oversize_image_from_its_header_alone(width, height, reason):
+    decoded = decode_image(rgba_png(width, height), 32)  # no pixel data at all: nothing is decoded
+    assert decoded.pixels is None and decoded.error == reason
+
+
 def test_find_duplicates_does_not_depend_on_file_order():
     items = [Item("train/a/2.jpg", "a", "train", None), Item("val/a/1.jpg", "a", "val", None),
              Item("train/a/1.jpg", "a", "train", None), Item("test/b/9.jpg", "b", "test", None)]
@@ -373,11 +457,25 @@ def test_load_prepared_without_a_prepare_says_so(tmp_path):
         load_prepared(tmp_path)
 
 
-def test_read_source_before_fetch_says_so(tmp_path):
-    from cnnbench.errors import CnnbenchError
+DAMAGE = {  # what a killed or hand-edited write can leave in a prepared dataset
+    "truncated meta.json": lambda out: (out / "meta.json").write_text((out / "meta.json").read_text()[:100]),
+    "meta.json a list": lambda out: (out / "meta.json").write_text("[]"),
+    "meta.json without ids": lambda out: (out / "meta.json").write_text('{"classes": ["a"], "mean": [0.5]}'),
+    "no train_x.npy": lambda out: (out / "train_x.npy").unlink(),
+    "pickled train_y.npy": lambda out: np.save(out / "train_y.npy", np.array([{}], dtype=object), allow_pickle=True),
+}
 
-    with pytest.raises(CnnbenchError, match="run its fetch stage first"):
-        read_source(tmp_path)
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_prepared_dataset_exits_2_with_one_line(cifar10_prepared, tmp_path, capsys, damage):
+    out = tmp_path / "out"
+    write_prepared(cifar10_prepared, out)
+    DAMAGE[damage](out)
+    with pytest.raises(SystemExit) as exit_info:
+        stage_main(lambda argv: load_prepared(out), [])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(f"error: {out}"), err
+    assert "re-run the stage that writes it" in err
 
 
 def test_gray_fixture_is_really_gray(kaggle):

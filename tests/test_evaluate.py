@@ -300,3 +300,20 @@ def test_predict_refuses_bad_flags_with_one_line(ten_classes, tmp_path, capsys, 
     image.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
     code, _, err = run_cli(["predict", str(run_dir), str(image), *argv], capsys)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_predict_refuses_an_image_too_large_to_decode_within_1_gb(ten_classes, tmp_path_factory, tmp_path):
+    from fixtures import huge_png, run_with_peak_rss
+
+    _, run_dir = ten_classes
+    huge = huge_png(tmp_path_factory.getbasetemp())
+    small = tmp_path / "small.png"
+    small.write_bytes(_encoded(Image.fromarray(_gradient(8, 8)), "PNG"))
+    result, peak_mb = run_with_peak_rss(
+        [sys.executable, "-m", "cnnbench.cli", "predict", str(run_dir), str(huge), str(small), "--device", "cpu"],
+        tmp_path / "peak_rss", timeout=300)
+    assert result.returncode == 1, result.stderr
+    parsed = parse_predictions(result.stdout)
+    assert parsed[str(huge)] == "too large: 13000x13000 pixels (limit 64 MP)"
+    assert len(parsed[str(small)]) == 5
+    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"

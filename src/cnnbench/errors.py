@@ -19,3 +19,8 @@ class DataError(CnnbenchError):
 
 class FetchError(CnnbenchError):
     """A source could not be fetched (network, credentials, checksum, missing path)."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line: entry points print an error as a single line."""
+    return " ".join(str(err).split())

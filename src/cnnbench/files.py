@@ -1,27 +1,41 @@
-"""Atomic writes: a reader never sees a half-written file or directory."""
+"""Atomic writes: a reader never sees a half-written file or directory, and a writer killed mid-write
+leaves nothing that outlives the next write of the same target.
+
+Temp names are `.<target>.partial-<pid>-<random>[suffix]` beside the target (`.old-` for an output
+moved aside): hidden, recognisable, and tied to the process writing them. Before writing, a writer
+removes the temp siblings of its own target whose process no longer exists (on this machine), so what a
+SIGKILL leaves (which DVC would count as part of an output directory) lasts only until the next write.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from cnnbench.errors import CnnbenchError
+
 
 @contextmanager
 def staging_dir(out_dir: str | Path) -> Iterator[Path]:
-    """A temp dir beside `out_dir` that replaces it on success and vanishes on any failure."""
+    """A temp dir beside `out_dir` that replaces it on success and vanishes on any failure.
+
+    Temp dirs that a killed earlier writer of `out_dir` left are removed first.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    _remove_stale_temps(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out_dir, "partial"), dir=out_dir.parent))
     tmp.chmod(0o777 & ~_umask())
-    old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+    old = out_dir.with_name(_temp_prefix(out_dir, "old") + tmp.name.rsplit("-", 1)[-1])
     try:
         yield tmp
-        # Move the old output aside before the new one moves in: at no moment is there neither.
+        # Move the old output aside, then the new one in; if the second rename fails, the old one returns.
         if out_dir.exists():
             out_dir.rename(old)
         try:
@@ -37,10 +51,15 @@ def staging_dir(out_dir: str | Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """A temp path beside `path` to write to; renamed over `path` on success, removed on failure."""
+    """A temp path beside `path` to write to; renamed over `path` on success, removed on failure.
+
+    `suffix` ends the temp name (writers that pick a format from it need it). Temp files that a killed
+    earlier writer of `path` left are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    _remove_stale_temps(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "partial"), suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make shared results unreadable to others
     try:
@@ -49,6 +68,36 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _temp_prefix(target: Path, kind: str) -> str:
+    return f".{target.name}.{kind}-{os.getpid()}-"
+
+
+def _remove_stale_temps(target: Path, suffix: str = "") -> None:
+    """Remove the temp siblings of `target` (this module's names for it alone) whose process is gone."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:partial|old)-(\d+)-\w+{re.escape(suffix)}")
+    for sibling in target.parent.iterdir():
+        match = pattern.fullmatch(sibling.name)
+        if match is None or _process_exists(int(match[1])):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether process `pid` exists on this machine; signal 0 checks without sending anything."""
+    if os.name != "posix":
+        return True  # on Windows os.kill(pid, 0) would terminate the process: never clean up there
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
+        return False
+    except PermissionError:  # it exists, run by another user
+        pass
+    return True
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -70,9 +119,11 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def read_json_object(path: str | Path) -> dict | None:
-    """A JSON object from `path`; None when the file is absent, a clear error when it is unreadable."""
-    from cnnbench.errors import CnnbenchError
+    """The JSON object in `path`, or None when the file is absent.
 
+    The one reader of the JSON the stages write: a file that is unreadable, not JSON or not an object
+    is a CnnbenchError naming it (a stage was killed mid-write, or someone edited it), never a traceback.
+    """
     path = Path(path)
     if not path.is_file():
         return None
@@ -80,7 +131,10 @@ def read_json_object(path: str | Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it.") from None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise CnnbenchError(f"{path}: expected a JSON object, found {type(data).__name__}; "
+                            f"re-run the stage that writes it.")
+    return data
 
 
 def remove_stale_dirs(parent: str | Path, pattern: str, keep: set[str]) -> None:

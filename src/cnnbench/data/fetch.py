@@ -7,11 +7,14 @@ The output holds one archive file plus `source.json` saying where it came from.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
 import posixpath
 import shutil
+import socket
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,16 +25,18 @@ import numpy as np
 from tqdm import tqdm
 
 from cnnbench.config import SourceConfig
-from cnnbench.errors import CnnbenchError
-from cnnbench.files import staging_dir
+from cnnbench.errors import CnnbenchError, FetchError, one_line
+from cnnbench.files import read_json_object, staging_dir
 
 MANIFEST = "source.json"
+# What a failed connection raises besides the builtin ConnectionError/TimeoutError/socket.gaierror:
+# requests wraps urllib3's errors, which the Kaggle client uses; errnos of an unreachable network or a
+# failed name lookup when they come as a plain OSError.
+_NETWORK_ERROR_TYPES = ("requests.exceptions.ConnectionError", "requests.exceptions.Timeout",
+                        "urllib3.exceptions.NewConnectionError", "urllib3.exceptions.ConnectTimeoutError")
+_NETWORK_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, socket.EAI_NONAME, socket.EAI_AGAIN}
 # Seconds a connection may stay silent before the download fails (not a limit on the whole download).
 URL_TIMEOUT_S = 60
-
-
-class FetchError(CnnbenchError):
-    """A source could not be fetched (network, credentials, checksum, missing path)."""
 
 
 def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
@@ -49,6 +54,9 @@ def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
             path, extra = _fetch_local(Path(uri).expanduser(), tmp), {}
         if source.md5 and not uri.startswith(("http://", "https://")):
             _verify_md5(path, source.md5, uri)
+        # Whatever the uri, a zip is tested before it is kept: an HTML error page saved as x.zip fails here.
+        if path.suffix == ".zip" or source.format == "image-csv":
+            _check_zip(path, uri)
         manifest = {"uri": uri, "format": source.format, "file": path.name,
                     "bytes": path.stat().st_size, "md5": _md5(path), **extra}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -56,11 +64,17 @@ def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
 
 
 def read_manifest(raw_dir: str | Path) -> dict:
-    """The `source.json` of a fetched source, or a clear error when the fetch never completed."""
+    """The `source.json` of a fetched source, or a clear error when the fetch never completed or it is damaged."""
     path = Path(raw_dir) / MANIFEST
-    if not path.is_file():
+    manifest = read_json_object(path)
+    if manifest is None:
         raise CnnbenchError(f"{raw_dir} holds no complete fetch ({MANIFEST} is missing): run its fetch stage first.")
-    return json.loads(path.read_text())
+    fmt, name = manifest.get("format"), manifest.get("file")
+    # `file` must name a file inside raw_dir: a manifest from elsewhere must not point prepare outside it.
+    if not isinstance(fmt, str) or not isinstance(name, str) or name in ("", "..") or name != Path(name).name:
+        raise CnnbenchError(f"{path}: not a fetch manifest (it needs a `format` and a `file` name); "
+                            f"re-run the stage that writes it.")
+    return manifest
 
 
 # ------------------------------------------------------------------ one function per kind of uri
@@ -128,8 +142,9 @@ def _fetch_kaggle(ref: str, tmp: Path) -> tuple[Path, dict]:
     try:
         api.dataset_download_files(ref, path=str(tmp), unzip=False, quiet=False)
     except (Exception, SystemExit) as err:  # the client raises many types, and exits on some
+        _raise_if_unreachable(err)
         raise FetchError(
-            f"the Kaggle download of {ref} failed: {_one_line(err)}. Check the network, the dataset name and that your "
+            f"the Kaggle download of {ref} failed: {one_line(err)}. Check the network, the dataset name and that your "
             f"account accepted the dataset's terms on kaggle.com. Alternatively download the zip by hand and "
             f"set the source's `uri` to its local path."
         ) from None
@@ -137,7 +152,6 @@ def _fetch_kaggle(ref: str, tmp: Path) -> tuple[Path, dict]:
     if len(zips) != 1:
         raise FetchError(f"the Kaggle download of {ref} produced {len(zips)} zip files, expected one.")
     path = zips[0].rename(tmp / "archive.zip")
-    _check_zip(path, f"kaggle:{ref}")
     return path, {"kaggle_ref": ref, "kaggle_version": parts[2] if len(parts) == 3 else "latest (unpinned)"}
 
 
@@ -157,9 +171,42 @@ def _kaggle_api():
         raise FetchError(f"the Kaggle client cannot be imported ({err}): `pip install kaggle`, or download the "
                          f"dataset zip by hand and set the source's `uri` to its path.") from None
     except (Exception, SystemExit) as err:  # older clients call exit(1) on missing credentials
-        detail = f" ({_one_line(err)})" if str(err) and not isinstance(err, SystemExit) else ""
+        _raise_if_unreachable(err)  # new clients check a token online: a network failure is not bad credentials
+        detail = f" ({one_line(err)})" if str(err) and not isinstance(err, SystemExit) else ""
         raise FetchError(advice + detail) from None
     return api
+
+
+def _raise_if_unreachable(err: BaseException) -> None:
+    """A FetchError saying Kaggle could not be reached, when `err` comes from a network failure."""
+    failure = _network_failure(err)
+    if failure is not None:
+        raise FetchError(f"could not reach Kaggle: {one_line(failure)}. Check the network (and any proxy); on a "
+                         f"machine without access, download the dataset zip elsewhere and set the source's `uri` "
+                         f"to its local path.") from None
+
+
+def _network_failure(err: BaseException) -> BaseException | None:
+    """The innermost exception behind `err` that says the network failed (DNS, refused, unreachable, timeout).
+
+    Told by type along the chain (causes, contexts, and the `reason` that urllib and urllib3 keep), never
+    by message; requests' and urllib3's types only when imported, since none of theirs can exist before.
+    """
+    kinds = [ConnectionError, TimeoutError, socket.gaierror]
+    for dotted in _NETWORK_ERROR_TYPES:
+        module, _, name = dotted.rpartition(".")
+        kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type):
+            kinds.append(kind)
+    found, queue, seen = None, [err], set()
+    while queue:
+        current = queue.pop(0)
+        if isinstance(current, BaseException) and id(current) not in seen:
+            seen.add(id(current))
+            if isinstance(current, tuple(kinds)) or getattr(current, "errno", None) in _NETWORK_ERRNOS:
+                found = current
+            queue += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+    return found
 
 
 def _fetch_local(path: Path, tmp: Path) -> Path:
@@ -177,8 +224,6 @@ def _fetch_local(path: Path, tmp: Path) -> Path:
         return out
     out = tmp / path.name
     shutil.copyfile(path, out)
-    if out.suffix == ".zip":
-        _check_zip(out, str(path))
     return out
 
 
@@ -199,11 +244,6 @@ def _verify_md5(path: Path, expected: str, what: str) -> None:
     actual = _md5(path)
     if actual != expected.lower():
         raise FetchError(f"{what}: md5 is {actual}, expected {expected}. Nothing was kept.")
-
-
-def _one_line(err: BaseException) -> str:
-    """An exception's message on one line: the stage prints it as a single paragraph."""
-    return " ".join(str(err).split())
 
 
 def _md5(path: Path) -> str:

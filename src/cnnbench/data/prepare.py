@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 import zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from cnnbench.config import ConfigError, DatasetConfig
 from cnnbench.data.readers import Item, SourceData, read_source
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import staging_dir, write_json_atomic
+from cnnbench.files import read_json_object, staging_dir, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 # When the same image sits in two splits, the copy in the later split is the one kept: the test set
@@ -45,24 +46,44 @@ class Prepared:
 # ------------------------------------------------------------------ decoding
 
 
+# Decoding limits, so that no file from anywhere can exhaust memory. Every image here ends at a few
+# hundred pixels a side and camera photos are 12-50 MP: 64 MP refuses only what no dataset for this tool
+# needs. It is checked from the header, before decoding. At the limit one decode holds 4 bytes a pixel
+# decoded, then 2 x 3 as RGB (the conversion and its hashed copy): a 64 MP RGBA PNG peaks at 650 MB,
+# plus the file itself; a typical photo needs a few MB.
+MAX_IMAGE_PIXELS = 64_000_000
+# No image within the pixel limit is larger encoded than raw RGBA; a zip member declaring more is refused
+# before it is read (read whole, a zip-bomb member would take gigabytes).
+MAX_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
+# Decoding processes by default: each holds one image at a time, so at most DEFAULT_WORKERS x 1 GB in
+# the worst case (every worker on a file at both limits at once).
+DEFAULT_WORKERS = 4
+
+
 @dataclass
 class Decoded:
     pixels: np.ndarray | None  # (S, S, 3) uint8, or None when the image was rejected
-    digest: str = ""           # hash of the full-resolution RGB pixels, for duplicate detection
+    digest: str = ""           # hash of the decoded RGB pixels, for duplicate detection
     mode: str = ""             # the original PIL mode (CMYK, L, P, ...), reported when converted
     error: str = ""
 
 
 def decode_image(data: bytes | np.ndarray, size: int) -> Decoded:
-    """Decode one image (encoded bytes or a pixel array) to RGB at size x size, or say why not."""
+    """Decode one image (encoded bytes or a pixel array) to RGB at size x size, or say why not.
+
+    An image over MAX_IMAGE_PIXELS is refused before it is decoded. A JPEG at least twice the target
+    size is decoded at a reduced scale (1/2 to 1/8, never below `size`), which saves memory and time.
+    """
     if isinstance(data, np.ndarray):
         image = Image.fromarray(data)
     else:
         if len(data) == 0:
             return Decoded(None, error="empty file")
         try:
-            image = Image.open(io.BytesIO(data))
+            image = _open_within_limits(data, size)
             image.load()  # decodes fully: truncated files fail here, not later in training
+        except _TooLarge as err:
+            return Decoded(None, error=str(err))
         except UnidentifiedImageError:  # its message names a BytesIO address: not stable across runs
             return Decoded(None, error="undecodable: not an image format Pillow knows")
         except Exception as err:  # PIL raises many types for bad data
@@ -72,6 +93,7 @@ def decode_image(data: bytes | np.ndarray, size: int) -> Decoded:
         rgb = image if mode == "RGB" else image.convert("RGB")
     except Exception as err:  # modes without an RGB conversion
         return Decoded(None, error=f"undecodable: cannot convert mode {mode} to RGB: {err}")
+    del image  # the decoded original (up to 4 bytes a pixel) is not needed past the conversion
     pixels = np.asarray(rgb, dtype=np.uint8)  # the one copy out of PIL; hashed without another
     digest = hashlib.sha1(pixels)
     digest.update(repr(rgb.size).encode())
@@ -79,6 +101,27 @@ def decode_image(data: bytes | np.ndarray, size: int) -> Decoded:
         # Centre-crop to square, then resize: keeps the aspect ratio of non-square images.
         pixels = np.asarray(ImageOps.fit(rgb, (size, size), Image.BILINEAR), dtype=np.uint8)
     return Decoded(pixels, digest.hexdigest(), mode)
+
+
+class _TooLarge(Exception):
+    """An image refused for its size before decoding; the message is the reason reported."""
+
+
+def _open_within_limits(data: bytes, size: int) -> Image.Image:
+    """The image in `data`, opened (header only) and checked against MAX_IMAGE_PIXELS, ready to load."""
+    limit = f"limit {MAX_IMAGE_PIXELS // 10**6} MP"
+    try:
+        with warnings.catch_warnings():  # Pillow warns from 89 MP; the check below refuses those anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: it refuses to open it at all
+        raise _TooLarge(f"too large: over {2 * (Image.MAX_IMAGE_PIXELS or 0) // 10**6} MP ({limit})") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _TooLarge(f"too large: {width}x{height} pixels ({limit})")
+    if min(width, height) >= 2 * size:
+        image.draft("RGB", (size, size))  # JPEG only; other formats ignore it
+    return image
 
 
 _WORKER_ARCHIVE = None
@@ -95,6 +138,9 @@ def _worker_init(archive_path: str | None) -> None:
 def _decode_member(args: tuple[str, int]) -> Decoded:
     member, size = args
     try:
+        declared = _WORKER_ARCHIVE.getinfo(member).file_size  # zipfile never returns more than this
+        if declared > MAX_FILE_BYTES:
+            return Decoded(None, error=f"too large: a {declared:,}-byte file (limit {MAX_FILE_BYTES:,})")
         data = _WORKER_ARCHIVE.read(member)
     except (zipfile.BadZipFile, OSError, EOFError) as err:  # one damaged member must not stop the stage
         return Decoded(None, error=f"unreadable in the archive: {err}")
@@ -108,7 +154,7 @@ def decode_all(source: SourceData, items: list[Item], size: int, workers: int | 
     if source.archive is None:  # pixels already in memory (CIFAR-10, digits): one process is fastest
         return [decode_image(item.payload, size) for item in tqdm(items, desc="decode", unit="img",
                                                                    mininterval=2, leave=False)]
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or min(DEFAULT_WORKERS, os.cpu_count() or 1)
     jobs = [(item.payload, size) for item in items]
     if workers <= 1:
         _worker_init(str(source.archive))
@@ -324,12 +370,15 @@ class PreparedData:
 
 
 def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
-    """Load a prepared dataset directory written by write_prepared."""
+    """Load a prepared dataset directory written by write_prepared; a damaged one is a clear error."""
     path = Path(path)
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
+    meta = read_json_object(path / "meta.json")
+    if meta is None:
         raise CnnbenchError(f"{path} is not a prepared dataset (no meta.json): run its prepare stage first.")
-    meta = json.loads(meta_path.read_text())
-    loaded = {s: SplitArrays(np.load(path / f"{s}_x.npy"), np.load(path / f"{s}_y.npy"), meta["ids"][s])
-              for s in splits}
-    return PreparedData(meta["classes"], meta["mean"], meta["std"], meta["image_size"], loaded)
+    try:
+        loaded = {s: SplitArrays(np.load(path / f"{s}_x.npy"), np.load(path / f"{s}_y.npy"), list(meta["ids"][s]))
+                  for s in splits}
+        return PreparedData(list(meta["classes"]), meta["mean"], meta["std"], int(meta["image_size"]), loaded)
+    except (OSError, ValueError, KeyError, TypeError) as err:  # np.load refuses pickled arrays: ValueError
+        raise CnnbenchError(f"{path}: a damaged prepared dataset ({type(err).__name__}: {err}); "
+                            f"re-run the stage that writes it.") from None

@@ -8,23 +8,20 @@ import pickle
 import posixpath
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from cnnbench.data.fetch import read_manifest
-from cnnbench.errors import CnnbenchError
+from cnnbench.data.fetch import MANIFEST, read_manifest
+from cnnbench.errors import DataError, one_line
 
 # Files that operating systems and archivers leave behind; reported as junk, never decoded.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 CSV_COLUMNS = ("filepaths", "labels", "data set")
 SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
-
-
-class DataError(CnnbenchError):
-    """A raw source is not in the format its params say."""
 
 
 @dataclass
@@ -50,44 +47,140 @@ class SourceData:
 def read_source(raw_dir: Path) -> SourceData:
     """Read a fetched source directory (see fetch.py) according to its recorded format."""
     manifest = read_manifest(raw_dir)
-    path = raw_dir / manifest["file"]
+    path, fmt = raw_dir / manifest["file"], manifest["format"]
     readers: dict[str, Callable[[Path], SourceData]] = {
         "cifar10-python": read_cifar10, "image-csv": read_image_csv, "npz": read_npz}
+    if fmt not in readers:
+        raise DataError(f"{raw_dir / MANIFEST}: unknown format {fmt!r} (known: {', '.join(readers)}); "
+                        f"re-run its fetch stage.")
     try:
-        return readers[manifest["format"]](path)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as err:
-        raise DataError(f"{path}: cannot be read as {manifest['format']}: {err}. Re-run its fetch stage.") from None
+        return readers[fmt](path)
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, csv.Error, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as {fmt}: {one_line(err)}. Check the source's `format` in "
+                        f"params.yaml, or re-run its fetch stage.") from None
+
+
+# ------------------------------------------------------------------ CIFAR-10 python batches
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as Python 3 pickles bytes at protocol 2 (latin-1), and no other codec."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refused _codecs.encode to {encoding!r}")
+    return text.encode("latin1")
+
+
+# The published batches are Python 2 pickles written by numpy 1.x: dicts of byte strings, lists, ints
+# and one uint8 array each. Unpickling may build those and nothing else, because a pickle can call any
+# importable function (os.system...) and an archive fetched without an md5 could hold anything. The
+# array function is taken from numpy's own reduce, so numpy 1.x and 2.x module paths both resolve to it.
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]
+CIFAR_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,   # numpy 1.x, as published
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # numpy 2.x: batches re-pickled today
+    ("_codecs", "encode"): _latin1_bytes,                      # bytes pickled by Python 3 at protocol 2
+}
+# The published batches are 31 MB each: a member far larger is not one, and would be read whole.
+MAX_BATCH_BYTES = 256 << 20
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what CIFAR_PICKLE_GLOBALS names; any other global is a DataError."""
+
+    def __init__(self, file, where: str):
+        super().__init__(file, encoding="bytes")
+        self.where = where
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return CIFAR_PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            reason = "a CIFAR-10 batch holds only dicts, lists, byte strings and numpy arrays"
+            raise DataError(f"{self.where}: refused to unpickle the global {module}.{name} ({reason}); this is not "
+                            f"the official archive and nothing from it was run. Fetch the official one, with the "
+                            f"source's md5 set.") from None
+
+
+def _unpickle(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> object:
+    """One batch, unpickled with the allow-list; any failure is a DataError that says `where`."""
+    if member.size > MAX_BATCH_BYTES:
+        raise DataError(f"{where}: {member.size:,} bytes, more than any CIFAR-10 batch (limit {MAX_BATCH_BYTES:,}).")
+    try:
+        return _CifarUnpickler(tar.extractfile(member), where).load()
+    except DataError:
+        raise
+    except Exception as err:  # damaged or crafted pickles raise almost any type; none is a bug here
+        raise DataError(f"{where}: not a CIFAR-10 pickle ({type(err).__name__}: {one_line(err)}).") from None
 
 
 def read_cifar10(path: Path) -> SourceData:
-    """The official CIFAR-10 python tarball: data_batch_1..5 are train, test_batch is test."""
+    """The official CIFAR-10 python tarball: data_batch_1..5 are train, test_batch is test.
+
+    Batches are unpickled with CIFAR_PICKLE_GLOBALS only, and checked for the published layout.
+    """
     with tarfile.open(path, "r:gz") as tar:
         members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
         missing = [n for n in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6)))
                    if n not in members]
         if missing:
             raise DataError(f"{path}: not a CIFAR-10 python archive (missing {', '.join(missing)}).")
-
-        def load(name: str) -> dict:
-            return pickle.load(tar.extractfile(members[name]), encoding="bytes")
-
-        classes = [c.decode() for c in load("batches.meta")[b"label_names"]]
+        meta = _unpickle(tar, members["batches.meta"], f"{path}: batches.meta")
+        names = meta.get(b"label_names") if isinstance(meta, dict) else None
+        if not isinstance(names, list) or not names or not all(isinstance(n, bytes) for n in names):
+            raise DataError(f"{path}: batches.meta: no `label_names` list of class names.")
+        classes = [n.decode("latin1") for n in names]
         items = []
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            batch = load(name)
-            images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            where = f"{path}: {name}"
+            data, labels = _cifar_batch(_unpickle(tar, members[name], where), len(classes), where)
+            images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             split = "test" if name == "test_batch" else "train"
-            for i, (image, label) in enumerate(zip(images, batch[b"labels"])):
+            for i, (image, label) in enumerate(zip(images, labels.tolist())):
                 items.append(Item(f"{name}[{i}]", classes[label], split, image))
     return SourceData(items, classes, f"CIFAR-10 python archive {path.name}")
 
 
+def _cifar_batch(batch: object, num_classes: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, 3072) uint8 `data` and the N `labels` of one unpickled batch, checked against the layout."""
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{where}: `data` must be a uint8 array of shape (N, 3072), found {found}.")
+    return data, _class_indices(batch.get(b"labels"), len(data), num_classes, where)
+
+
+def _class_indices(labels: object, count: int, num_classes: int, where: str) -> np.ndarray:
+    """`labels` as an integer array, or a DataError unless they are `count` indices into the classes."""
+    try:
+        array = np.asarray(labels if isinstance(labels, (list, tuple, np.ndarray)) else None)
+    except ValueError:  # ragged nested lists
+        array = np.asarray(None)
+    if array.shape != (count,) or array.dtype.kind not in "iu" or not ((array >= 0) & (array < num_classes)).all():
+        raise DataError(f"{where}: `labels` must be {count} class indices in 0..{num_classes - 1}.")
+    return array
+
+
+# ------------------------------------------------------------------ arrays and image archives
+
+
 def read_npz(path: Path) -> SourceData:
     """An .npz with `images` (N,H,W[,3] uint8), `labels` (N,) and `classes` (names)."""
-    with np.load(path) as data:
-        images, labels, classes = data["images"], data["labels"], [str(c) for c in data["classes"]]
-    items = [Item(f"{path.stem}[{i}]", classes[int(label)], "train", image)
-             for i, (image, label) in enumerate(zip(images, labels))]
+    if not zipfile.is_zipfile(path):  # else np.load would try it as a pickle, and advise trusting it
+        raise DataError(f"{path}: not an .npz (that is a zip of .npy arrays).")
+    try:
+        with np.load(path) as data:  # allow_pickle stays False: an object array is refused, so no code runs
+            images, labels, classes = data["images"], data["labels"], [str(c) for c in data["classes"]]
+    except (KeyError, ValueError, TypeError) as err:  # a missing array, a pickled one, 0-d classes
+        raise DataError(f"{path}: not an .npz with `images`, `labels` and `classes` arrays "
+                        f"({type(err).__name__}: {one_line(err)}).") from None
+    if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+        raise DataError(f"{path}: `images` must be uint8 (N, H, W) or (N, H, W, 3), found {images.dtype} "
+                        f"{images.shape}.")
+    labels = _class_indices(labels, len(images), len(classes), str(path))
+    items = [Item(f"{path.stem}[{i}]", classes[label], "train", image)
+             for i, (image, label) in enumerate(zip(images, labels.tolist()))]
     return SourceData(items, classes, f"arrays {path.name}")
 
 
