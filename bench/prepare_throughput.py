@@ -19,7 +19,8 @@ from PIL import Image
 
 from cnnbench.config import DatasetConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
-from cnnbench.data.prepare import prepare_dataset, write_prepared
+from cnnbench.data.arrays import write_prepared
+from cnnbench.data.prepare import prepare_dataset
 
 
 def photo_like(rng: np.random.Generator, size: int) -> bytes:

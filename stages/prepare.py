@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
-from cnnbench.data.prepare import prepare_dataset, write_data_report, write_prepared
+from cnnbench.data.arrays import write_prepared
+from cnnbench.data.prepare import prepare_dataset, write_data_report
 from cnnbench.data.samples import save_sample_sheet
 
 

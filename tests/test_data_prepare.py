@@ -36,15 +36,9 @@ import cnnbench.data.prepare as prepare_module
 from cnnbench.cli import stage_main
 from cnnbench.config import ConfigError, DatasetConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
-from cnnbench.data.prepare import (
-    assign_splits,
-    decode_image,
-    find_duplicates,
-    load_prepared,
-    prepare_dataset,
-    write_data_report,
-    write_prepared,
-)
+from cnnbench.data.arrays import load_prepared, write_prepared
+from cnnbench.data.images import decode_image
+from cnnbench.data.prepare import assign_splits, find_duplicates, prepare_dataset, write_data_report
 from cnnbench.data.readers import Item
 
 SPLITS = ("train", "val", "test")

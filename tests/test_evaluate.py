@@ -23,7 +23,8 @@ from cnnbench.cli import main as cnnbench_main
 from cnnbench.config import (AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig,
                              parse_model_spec)
 from cnnbench.data.fetch import fetch_source
-from cnnbench.data.prepare import load_prepared, prepare_dataset, write_prepared
+from cnnbench.data.arrays import load_prepared, write_prepared
+from cnnbench.data.prepare import prepare_dataset
 from cnnbench.evaluate import evaluate_run, load_model, predict_probs
 from cnnbench.checkpoint import BEST
 from cnnbench.train import train_run

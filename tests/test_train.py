@@ -28,7 +28,8 @@ import cnnbench.train as train_module
 from cnnbench.config import RunConfig, TrainConfig, config_to_dict, load_params
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.datasets import batches, random_crop_padded, random_flip, random_resized_crop
-from cnnbench.data.prepare import prepare_dataset, write_prepared
+from cnnbench.data.arrays import write_prepared
+from cnnbench.data.prepare import prepare_dataset
 from cnnbench.errors import CnnbenchError
 from cnnbench.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
 from cnnbench.evaluate import load_model

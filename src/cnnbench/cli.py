@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Sequence
+from typing import Sequence
 
 from cnnbench.door import stage_main
 from cnnbench.errors import CnnbenchError

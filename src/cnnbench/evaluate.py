@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from cnnbench.checkpoint import BEST, ModelCheckpoint, load_model_checkpoint
 from cnnbench.config import EvaluateConfig, RunConfig, parse_model_spec
 from cnnbench.data.datasets import Normalize
-from cnnbench.data.prepare import decode_image, load_prepared
+from cnnbench.data.arrays import load_prepared
+from cnnbench.data.images import decode_image
 from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.replicates import replicate_dir

@@ -27,7 +27,7 @@ from cnnbench.checkpoint import (BEST, LAST, TIMINGS, ModelCheckpoint, TrainingS
                                  save_checkpoint)
 from cnnbench.config import ModelSpec, RunConfig, TrainConfig, spec_to_dict
 from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
-from cnnbench.data.prepare import load_prepared
+from cnnbench.data.arrays import load_prepared
 from cnnbench.device import device_name, resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.fingerprint import config_hash, data_fingerprint

@@ -6,122 +6,32 @@ data report with its reason; nothing is dropped silently and nothing dirty crash
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import warnings
 import zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from cnnbench.config import ConfigError, DatasetConfig
 from cnnbench.data.readers import Item, SourceData, read_source
+from cnnbench.data.arrays import SPLITS, Prepared
+from cnnbench.data.images import MAX_FILE_BYTES, Decoded, decode_image
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object, staging_dir, write_json_atomic
+from cnnbench.files import write_json_atomic
 
-SPLITS = ("train", "val", "test")
 # When the same image sits in two splits, the copy in the later split is the one kept: the test set
 # must stay untouched, and a validation image may not be trained on either.
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
 
 
-@dataclass
-class Prepared:
-    """The cleaned dataset, in memory: uint8 NHWC images and int labels per split."""
+# ------------------------------------------------------------------ decoding in several processes
 
-    classes: list[str]
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    ids: dict[str, list[str]]
-    report: dict = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ decoding
-
-
-# Decoding limits, so that no file from anywhere can exhaust memory. Every image here ends at a few
-# hundred pixels a side and camera photos are 12-50 MP: 64 MP refuses only what no dataset for this tool
-# needs. It is checked from the header, before decoding. At the limit one decode holds 4 bytes a pixel
-# decoded, then 2 x 3 as RGB (the conversion and its hashed copy): a 64 MP RGBA PNG peaks at 650 MB,
-# plus the file itself; a typical photo needs a few MB.
-MAX_IMAGE_PIXELS = 64_000_000
-# No image within the pixel limit is larger encoded than raw RGBA; a zip member declaring more is refused
-# before it is read (read whole, a zip-bomb member would take gigabytes).
-MAX_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
-# Decoding processes by default: each holds one image at a time, so at most DEFAULT_WORKERS x 1 GB in
-# the worst case (every worker on a file at both limits at once).
+# Decoding processes by default: each holds one image at a time (see data/images.py), so at most
+# DEFAULT_WORKERS x 1 GB in the worst case (every worker on a file at both limits at once).
 DEFAULT_WORKERS = 4
-
-
-@dataclass
-class Decoded:
-    pixels: np.ndarray | None  # (S, S, 3) uint8, or None when the image was rejected
-    digest: str = ""           # hash of the decoded RGB pixels, for duplicate detection
-    mode: str = ""             # the original PIL mode (CMYK, L, P, ...), reported when converted
-    error: str = ""
-
-
-def decode_image(data: bytes | np.ndarray, size: int) -> Decoded:
-    """Decode one image (encoded bytes or a pixel array) to RGB at size x size, or say why not.
-
-    An image over MAX_IMAGE_PIXELS is refused before it is decoded. A JPEG at least twice the target
-    size is decoded at a reduced scale (1/2 to 1/8, never below `size`), which saves memory and time.
-    """
-    if isinstance(data, np.ndarray):
-        image = Image.fromarray(data)
-    else:
-        if len(data) == 0:
-            return Decoded(None, error="empty file")
-        try:
-            image = _open_within_limits(data, size)
-            image.load()  # decodes fully: truncated files fail here, not later in training
-        except _TooLarge as err:
-            return Decoded(None, error=str(err))
-        except UnidentifiedImageError:  # its message names a BytesIO address: not stable across runs
-            return Decoded(None, error="undecodable: not an image format Pillow knows")
-        except Exception as err:  # PIL raises many types for bad data
-            return Decoded(None, error=f"undecodable: {type(err).__name__}: {err}")
-    mode = image.mode
-    try:
-        rgb = image if mode == "RGB" else image.convert("RGB")
-    except Exception as err:  # modes without an RGB conversion
-        return Decoded(None, error=f"undecodable: cannot convert mode {mode} to RGB: {err}")
-    del image  # the decoded original (up to 4 bytes a pixel) is not needed past the conversion
-    pixels = np.asarray(rgb, dtype=np.uint8)  # the one copy out of PIL; hashed without another
-    digest = hashlib.sha1(pixels)
-    digest.update(repr(rgb.size).encode())
-    if rgb.size != (size, size):
-        # Centre-crop to square, then resize: keeps the aspect ratio of non-square images.
-        pixels = np.asarray(ImageOps.fit(rgb, (size, size), Image.BILINEAR), dtype=np.uint8)
-    return Decoded(pixels, digest.hexdigest(), mode)
-
-
-class _TooLarge(Exception):
-    """An image refused for its size before decoding; the message is the reason reported."""
-
-
-def _open_within_limits(data: bytes, size: int) -> Image.Image:
-    """The image in `data`, opened (header only) and checked against MAX_IMAGE_PIXELS, ready to load."""
-    limit = f"limit {MAX_IMAGE_PIXELS // 10**6} MP"
-    try:
-        with warnings.catch_warnings():  # Pillow warns from 89 MP; the check below refuses those anyway
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:  # over twice Pillow's own limit: it refuses to open it at all
-        raise _TooLarge(f"too large: over {2 * (Image.MAX_IMAGE_PIXELS or 0) // 10**6} MP ({limit})") from None
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise _TooLarge(f"too large: {width}x{height} pixels ({limit})")
-    if min(width, height) >= 2 * size:
-        image.draft("RGB", (size, size))  # JPEG only; other formats ignore it
-    return image
 
 
 _WORKER_ARCHIVE = None
@@ -306,79 +216,5 @@ def _data_report(cfg, source, prepared: Prepared, dropped, dropped_classes, conv
 # ------------------------------------------------------------------ writing and loading
 
 
-def write_prepared(prepared: Prepared, out_dir: str | Path) -> None:
-    """Write the arrays (NumPy .npy, memory-mappable), classes.json and meta.json atomically."""
-    mean, std = channel_stats(prepared.x["train"])
-    meta = {
-        "classes": prepared.classes,
-        "image_size": int(prepared.x["train"].shape[1]),
-        # Normalisation statistics from the training split only: nothing leaks from val/test.
-        "mean": mean,
-        "std": std,
-        "counts": {split: int(len(prepared.y[split])) for split in SPLITS},
-        "ids": prepared.ids,
-    }
-    with staging_dir(out_dir) as tmp:
-        for split in SPLITS:
-            np.save(tmp / f"{split}_x.npy", prepared.x[split])
-            np.save(tmp / f"{split}_y.npy", prepared.y[split])
-        (tmp / "classes.json").write_text(json.dumps(prepared.classes, indent=1) + "\n")
-        (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
-
-
-def channel_stats(x: np.ndarray, chunk: int = 1 << 22) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 NHWC images, in [0, 1], from exact per-channel histograms.
-
-    A float64 copy of a split would need 8x its size (12 GB for 10k 224x224 images); counting the
-    256 values of each channel, `chunk` pixels at a time, is exact and about 5x faster.
-    """
-    if not len(x):
-        return [0.5] * 3, [0.25] * 3
-    pixels = x.reshape(-1, 3)
-    hist = np.zeros((3, 256), np.int64)
-    for start in range(0, len(pixels), chunk):
-        part = pixels[start:start + chunk]
-        for channel in range(3):
-            hist[channel] += np.bincount(part[:, channel], minlength=256)
-    values = np.arange(256, dtype=np.float64) / 255.0
-    count = hist.sum(axis=1)
-    mean = hist @ values / count
-    std = np.sqrt(np.maximum(hist @ values ** 2 / count - mean ** 2, 0.0))
-    return mean.round(6).tolist(), std.round(6).tolist()
-
-
 def write_data_report(report: dict, path: str | Path) -> None:
     write_json_atomic(path, report)
-
-
-@dataclass
-class SplitArrays:
-    x: np.ndarray  # (N, S, S, 3) uint8
-    y: np.ndarray  # (N,) int64
-    ids: list[str]
-
-
-@dataclass
-class PreparedData:
-    """A prepared dataset as training reads it."""
-
-    classes: list[str]
-    mean: list[float]
-    std: list[float]
-    image_size: int
-    splits: dict[str, SplitArrays]
-
-
-def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
-    """Load a prepared dataset directory written by write_prepared; a damaged one is a clear error."""
-    path = Path(path)
-    meta = read_json_object(path / "meta.json")
-    if meta is None:
-        raise CnnbenchError(f"{path} is not a prepared dataset (no meta.json): run its prepare stage first.")
-    try:
-        loaded = {s: SplitArrays(np.load(path / f"{s}_x.npy"), np.load(path / f"{s}_y.npy"), list(meta["ids"][s]))
-                  for s in splits}
-        return PreparedData(list(meta["classes"]), meta["mean"], meta["std"], int(meta["image_size"]), loaded)
-    except (OSError, ValueError, KeyError, TypeError) as err:  # np.load refuses pickled arrays: ValueError
-        raise CnnbenchError(f"{path}: a damaged prepared dataset ({type(err).__name__}: {err}); "
-                            f"re-run the stage that writes it.") from None
