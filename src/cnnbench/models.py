@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from cnnbench.config import ModelSpec, ResNetSpec
@@ -156,7 +155,10 @@ def build_model(spec: ModelSpec, num_classes: int, image_size: int) -> nn.Module
     if isinstance(spec, ResNetSpec):
         return ResNet(num_classes, spec.stem.kernel, spec.stem.widths, spec.stem.strides, spec.stem.pool,
                       BLOCKS[spec.block], spec.depths, spec.widths, spec.strides)
-    model = torchvision.models.MobileNetV2(num_classes=num_classes, width_mult=spec.width_mult,
+    # Imported here: torchvision costs seconds to import, and only this family needs it.
+    from torchvision.models import MobileNetV2
+
+    model = MobileNetV2(num_classes=num_classes, width_mult=spec.width_mult,
                                            inverted_residual_setting=[list(r) for r in spec.setting],
                                            dropout=spec.dropout)
     # torchvision takes no argument for the stem stride; the conv reads it at every call.

@@ -10,12 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from cnnbench.config import ConfigError
 from cnnbench.errors import CnnbenchError
-from cnnbench.models import ModelSpec
+from cnnbench.config import ModelSpec
+
+
+def _get_weight(name: str):
+    # Imported on use: torchvision costs seconds to import, and only pretrained runs need it.
+    from torchvision.models import get_weight
+
+    return get_weight(name)
 
 
 def check_weights_name(name: str | None, where: str) -> None:
@@ -23,7 +29,7 @@ def check_weights_name(name: str | None, where: str) -> None:
     if name is None:
         return
     try:
-        torchvision.models.get_weight(name)
+        _get_weight(name)
     except (ValueError, KeyError, AttributeError):
         raise ConfigError(f"{where}: unknown torchvision weights {name!r} "
                           "(expected e.g. ResNet18_Weights.IMAGENET1K_V1)") from None
@@ -76,7 +82,7 @@ def _read_weights(spec: ModelSpec, weights: str) -> dict[str, torch.Tensor]:
         if spec.torchvision_weights is None:
             raise CnnbenchError(f"model {spec.name} has no ImageNet weights (its torchvision_weights is null); "
                                 "train from scratch or pass a path to a state dict")
-        imagenet = torchvision.models.get_weight(spec.torchvision_weights)
+        imagenet = _get_weight(spec.torchvision_weights)
         try:
             return imagenet.get_state_dict(progress=True)
         except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad download a RuntimeError
