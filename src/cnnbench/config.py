@@ -21,7 +21,8 @@ from cnnbench.errors import ConfigError
 from cnnbench.validation import Validated, build, check, mapping, reject_unknown, require
 
 SOURCE_FORMATS = ("cifar10-python", "image-csv", "npz")
-SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "runs", "suites", "report", "check")
+SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "runs", "suites", "report", "check", "claims")
+CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse")
 
 
 # ------------------------------------------------------------------ data
@@ -271,6 +272,30 @@ class ReportConfig(Validated):
 
 
 @dataclass(frozen=True)
+class ClaimConfig(Validated):
+    """A conclusion of the study, re-tested by the report: run A against run B on one per-run metric."""
+
+    id: str
+    text: str
+    run_a: str
+    run_b: str
+    direction: str                   # a_better | b_better | a_not_worse | b_not_worse
+    metric: str = "test_top1"        # any number a stage writes to a run's metrics.json (latency, say)
+    better: str = "higher"           # higher | lower: which way the metric improves
+    margin: float = 0.0              # *_not_worse: how much worse, in the metric's units, still counts as not worse
+    study_metric: str | None = None  # the key of report.reference[run] holding the study's own figures
+
+    def validate(self) -> None:
+        require(self.direction in CLAIM_DIRECTIONS, "direction",
+                 f"must be one of {', '.join(CLAIM_DIRECTIONS)}, not {self.direction!r}")
+        require(self.better in ("higher", "lower"), "better", f"must be higher or lower, not {self.better!r}")
+        require(math.isfinite(self.margin) and self.margin >= 0, "margin", "must be a number >= 0")
+        require(self.margin == 0 or self.direction.endswith("not_worse"), "margin",
+                 "applies only to a_not_worse and b_not_worse")
+        require(self.run_a != self.run_b, "run_b", "must differ from run_a")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml, validated and cross-checked."""
 
@@ -283,6 +308,7 @@ class Params:
     suites: dict[str, SuiteConfig]
     check: CheckConfig
     report: ReportConfig = field(default_factory=ReportConfig)
+    claims: tuple[ClaimConfig, ...] = ()
 
     def source(self, name: str) -> SourceConfig:
         return _lookup(self.sources, name, "source")
@@ -303,6 +329,10 @@ class Params:
         """The runs that report `suite` renders."""
         self.suite(suite)
         return {name: run for name, run in self.runs.items() if run.suite == suite}
+
+    def suite_claims(self, suite: str) -> tuple[ClaimConfig, ...]:
+        """The claims whose runs report `suite` renders."""
+        return tuple(c for c in self.claims if self.run(c.run_a).suite == suite)
 
 
 # ------------------------------------------------------------------ loading
@@ -347,7 +377,20 @@ def parse_params(raw: dict) -> Params:
     return Params(sources=sources, datasets=datasets, models=models, train=train,
                   evaluate=build(EvaluateConfig, mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
                   runs=runs, suites=suites, check=check,
-                  report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"))
+                  report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
+                  claims=_parse_claims(raw.get("claims") or [], runs))
+
+
+def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ...]:
+    check(isinstance(raw, list), "claims", "must be a list of claims")
+    claims = tuple(build(ClaimConfig, mapping(item, f"claims[{i}]"), f"claims[{i}]") for i, item in enumerate(raw))
+    for i, claim in enumerate(claims):
+        check([c.id for c in claims].count(claim.id) == 1, f"claims[{i}].id", f"{claim.id!r} is used twice")
+        for key in ("run_a", "run_b"):
+            _cross(getattr(claim, key) in runs, f"claims[{i}].{key}", getattr(claim, key), "run", runs)
+        check(runs[claim.run_a].suite == runs[claim.run_b].suite, f"claims[{i}].run_b",
+              "must be in run_a's suite: a claim is re-tested in one suite's report")
+    return claims
 
 
 def _parse_run(name: str, raw: Any, where: str, train_defaults: dict) -> RunConfig:
