@@ -30,7 +30,11 @@ class ClassScores:
 
     def restricted_predictions(self, classes: list[str]) -> np.ndarray:
         """The class names the model predicts when only `classes` may be answered (argmax over their columns)."""
-        columns = [int(np.flatnonzero(self.classes == c)[0]) for c in classes]
+        where = {str(c): i for i, c in enumerate(self.classes)}
+        missing = [c for c in classes if c not in where]
+        if missing:
+            raise CnnbenchError(f"scores have no column for class {missing[0]!r}; re-run the evaluate stage.")
+        columns = [where[c] for c in classes]
         return np.asarray(classes)[self.probs[:, columns].argmax(axis=1)]
 
 
