@@ -159,7 +159,7 @@ def plot_differences(rows: pd.DataFrame, title: str, xlabel: str) -> Figure | No
             ax.errorbar(100 * r["diff"], yi, xerr=[[100 * (r["diff"] - r["low"])], [100 * (r["high"] - r["diff"])]],
                         fmt="o", color=colour, capsize=3, markersize=5)
         ax.axvline(0, color="0.2", lw=1)
-        ax.set_yticks(y, [clip(label, 48) for label in rows["label"]], fontsize=8)
+        ax.set_yticks(y, [clip(label, 60) for label in rows["label"]], fontsize=8)
         ax.grid(axis="y", visible=False)
         ax.set(xlabel=xlabel, title=title)
         fig.tight_layout()

@@ -197,10 +197,12 @@ def _naive_table(pair: DatasetPair, runs: pd.DataFrame) -> list[str]:
 def plot_dataset_pairs(fair: list[tuple[DatasetPair, list[FairSetting]]], highlight: set[str],
                        highlight_label: str) -> Figure | None:
     """The reduced model minus the full one on the shared classes' images, as it predicts and restricted."""
-    rows = [{**row, "label": f"{pair.reduced} − {pair.full}, {s.label}: full {what}"}
+    several = len(fair) > 1  # one pair: its names go in the title, and the labels stay short
+    rows = [{**row, "label": f"{pair.reduced}: " * several + f"{s.label}, full model {what}"}
             for pair, settings in fair for s in settings
             for what, row in (("restricted", s.restricted), ("as it predicts", s.as_predicted)) if row is not None]
-    fig = plot_differences(pd.DataFrame(rows), "reduced − full model on the same images (95 % interval)",
+    names = "reduced − full model" if several or not fair else f"{fair[0][0].reduced} − {fair[0][0].full}"
+    fig = plot_differences(pd.DataFrame(rows), f"{names} on the same images (95 % interval; grey: within noise)",
                            "test top-1 difference (percentage points)")
     if fig is None:
         return None
