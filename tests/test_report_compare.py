@@ -50,6 +50,7 @@ def test_two_runs_differing_only_in_seed_have_no_winner_and_the_sentence_gives_t
                                         - correct(tmp_path, "digits-resnet18-b").mean()), abs=0.05)
     assert low < 0 < high
     assert "| `digits-resnet18-a` | `digits-resnet18-b` |" in digits and "| within noise |" in digits
+    assert "in test top-1 it is within noise of `digits-resnet18-b`." in digits  # the trade-off sentence too
 
 
 def test_a_clearly_worse_run_is_named_and_the_test_matches_one_computed_by_hand(tmp_path):

@@ -161,8 +161,10 @@ def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = Non
     fast = timed.loc[timed["sec_per_epoch"].idxmin()]
     top = timed.sort_values(["test_top1", "run"], ascending=[False, True]).iloc[0]
     if fast["run"] == top["run"]:
-        text = (f"**Accuracy vs time:** `{fast['run']}` is both the fastest ({fmt(fast['sec_per_epoch'], kind='sec')} "
-                f"s/epoch) and the highest in test top-1.")
+        speed = f"**Accuracy vs time:** `{fast['run']}` is the fastest ({fmt(fast['sec_per_epoch'], kind='sec')} s/epoch)"
+        close = _within_noise_of(comparisons, top["run"])
+        text = (f"{speed} and the highest in test top-1." if not close else
+                f"{speed}; in test top-1 it is within noise of {', '.join(f'`{r}`' for r in close)}.")
     else:
         ratio = top["sec_per_epoch"] / fast["sec_per_epoch"]
         text = (f"**Accuracy vs time:** the fastest run, `{fast['run']}`, takes {fmt(fast['sec_per_epoch'], kind='sec')} "
@@ -173,6 +175,14 @@ def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = Non
     if len(devices) > 1:
         text += f" Timings come from different devices ({'; '.join(sorted(devices))}): compare with care."
     return text
+
+
+def _within_noise_of(comparisons: pd.DataFrame | None, run: str) -> list[str]:
+    """The runs whose paired difference with `run` is within noise."""
+    if comparisons is None:
+        return []
+    rows = comparisons[~comparisons["beyond_noise"].astype(bool)]
+    return sorted({b if a == run else a for a, b in zip(rows["a"], rows["b"]) if run in (a, b)})
 
 
 def _gain(comparisons: pd.DataFrame | None, top: str, other: str) -> str:
