@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     params = load_params(args.params)
     suite = params.suite(args.suite)
     readme = render_report(args.runs_dir, args.out_dir, params.report, suite.name, params.datasets,
-                           args.data_reports_dir)
+                           args.data_reports_dir, params.suite_claims(suite.name))
     print(f"report {suite.name}: wrote {readme}")
     return 0
 

@@ -1,14 +1,16 @@
 """A fake suite of runs in the stages' real formats, and readers of the rendered README, for the report tests.
 
 Plain functions and constants (no pytest here), so every tests/test_report*.py can import them.
-The suite under `root` holds exactly the files train (DVCLive) and evaluate write: digits runs
-(two seeds of one config, a ResNet and a MobileNetV2), a cifar10 run that is trained but not
-evaluated, and butterflies / butterflies_clean (100 and 94 classes).
+The suite under `root` holds exactly the files train (DVCLive) and evaluate write, one `seed<k>/`
+directory per seed of a run: digits runs (a ResNet with two seeds, a 3x3-stem ResNet and a
+MobileNetV2), a cifar10 run that is trained but not evaluated, and butterflies / butterflies_clean
+(100 and 94 classes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import zlib
@@ -18,8 +20,9 @@ import numpy as np
 import pandas as pd
 import yaml
 from sklearn.metrics import precision_recall_fscore_support
+from statsmodels.stats.proportion import proportion_confint
 
-from cnnbench.config import DatasetConfig, ReportConfig, TrainConfig
+from cnnbench.config import ClaimConfig, DatasetConfig, ReportConfig, TrainConfig
 
 NOISY = ["BLUE SPOTTED CROW", "CLEARWING MOTH", "COMMON BANDED AWL", "COPPER TAIL",
          "HUMMING BIRD HAWK MOTH", "SIXSPOT BURNET MOTH"]
@@ -40,29 +43,40 @@ DATASETS = {
 # As params.yaml words them: the study's noisy classes and its two families.
 REPORT_CFG = ReportConfig(highlight_classes=tuple(NOISY), highlight_label="noisy in the study",
                           family_names={"resnet": "ResNet", "mobilenet_v2": "MobileNetV2"}, reference=REFERENCE)
+CLAIMS = (
+    ClaimConfig("stem3-beats-stem7", "The 3x3 stem beats the 7x7 stem", "digits-resnet18_stem3", "digits-resnet18",
+                "a_better", study_metric="best_val_acc"),
+    ClaimConfig("mobilenet-faster", "MobileNetV2 trains faster than the 3x3-stem ResNet", "digits-mobilenet_v2",
+                "digits-resnet18_stem3", "a_better", metric="sec_per_epoch", better="lower"),
+    ClaimConfig("clean-better", "Dropping the noisy classes improves accuracy", "butterflies_clean-resnet18-imagenet",
+                "butterflies-resnet18-imagenet", "a_better"),
+    ClaimConfig("cifar-stem3", "The 3x3 stem beats the 7x7 stem on CIFAR-10", "cifar10-resnet18_stem3",
+                "cifar10-resnet18", "a_better"),
+)
 
-# run: (dataset, model, seed, pretrained, classes, best_val, test_top1, sec/epoch, evaluated)
+# run: (dataset, model, seeds, pretrained, classes, best_val, test_top1, sec/epoch, evaluated); the three
+# numbers are one per seed (a tuple) or shared by every seed.
 RUNS = {
-    "digits-resnet18": ("digits", "resnet18", 0, None, DIGITS, 0.96, 0.97, 1.0, True),
-    "digits-resnet18-s1": ("digits", "resnet18", 1, None, DIGITS, 0.95, 0.95, 1.2, True),
-    "digits-resnet18_stem3": ("digits", "resnet18_stem3", 0, None, DIGITS, 0.98, 0.985, 3.0, True),
-    "digits-mobilenet_v2": ("digits", "mobilenet_v2", 0, None, DIGITS, 0.92, 0.93, 0.8, True),
-    "cifar10-resnet18": ("cifar10", "resnet18", 0, None, CIFAR, 0.80, None, 41.5, False),
-    "butterflies-resnet18-imagenet": ("butterflies", "resnet18", 0, "imagenet", BUTTERFLIES, 0.90, 0.88, 60.0, True),
-    "butterflies_clean-resnet18-imagenet": ("butterflies_clean", "resnet18", 0, "imagenet", CLEAN, 0.94, 0.93,
+    "digits-resnet18": ("digits", "resnet18", (0, 1), None, DIGITS, (0.96, 0.95), (0.97, 0.95), (1.0, 1.2), True),
+    "digits-resnet18_stem3": ("digits", "resnet18_stem3", (0,), None, DIGITS, 0.98, 0.985, 3.0, True),
+    "digits-mobilenet_v2": ("digits", "mobilenet_v2", (0,), None, DIGITS, 0.92, 0.93, 0.8, True),
+    "cifar10-resnet18": ("cifar10", "resnet18", (0,), None, CIFAR, 0.80, None, 41.5, False),
+    "butterflies-resnet18-imagenet": ("butterflies", "resnet18", (0,), "imagenet", BUTTERFLIES, 0.90, 0.88, 60.0,
+                                      True),
+    "butterflies_clean-resnet18-imagenet": ("butterflies_clean", "resnet18", (0,), "imagenet", CLEAN, 0.94, 0.93,
                                             57.0, True),
 }
 DIGITS_RUNS = [r for r in RUNS if r.startswith("digits")]
+PARAMS = {"resnet18": 11_181_642, "resnet18_stem3": 11_200_000, "mobilenet_v2": 2_236_682}
 
 
 # ------------------------------------------------------------------ fixture writers
 
 
-def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrained, classes: list[str],
-              best_val: float, test_top1: float | None, sec: float, evaluated: bool, epochs: int = 6) -> None:
-    """One run's train/ (DVCLive) and eval/ files, exactly as the stages write them."""
-    rng = np.random.default_rng(zlib.crc32(run.encode()))
-    live = root / run / "train" / "seed0"
+def write_train(live: Path, run: str, dataset: str, model: str, seed: int, pretrained, best_val: float,
+                sec: float, epochs: int = 6) -> None:
+    """One seed's train/ directory (DVCLive's params.yaml, metrics.json and TSV curves), as the train stage writes it."""
+    rng = np.random.default_rng(zlib.crc32(f"{run}/{seed}".encode()))
     (live / "plots" / "metrics" / "train").mkdir(parents=True)
     (live / "plots" / "metrics" / "val").mkdir(parents=True)
     train_cfg = dataclasses.asdict(TrainConfig(epochs=epochs, seed=seed, pretrained=pretrained))
@@ -80,7 +94,6 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
         rows = [f"{1700000000000 + i}\t{i}\t{v:.6f}" for i, v in enumerate(values)]
         tsv = live / "plots" / "metrics" / f"{series}.tsv"
         tsv.write_text(f"timestamp\tstep\t{basename}\n" + "\n".join(rows) + "\n")
-    params = {"resnet18": 11_181_642, "resnet18_stem3": 11_200_000, "mobilenet_v2": 2_236_682}[model]
     cuda = dataset != "digits"
     metrics = {
         "train": {"loss": float(curves["train/loss"][-1]), "acc": float(curves["train/acc"][-1])},
@@ -88,16 +101,49 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
         "lr": float(curves["lr"][-1]), "epoch_seconds": float(curves["epoch_seconds"][-1]), "step": epochs - 1,
         "best_val_acc": best_val, "final_val_acc": float(val_acc[-1]), "sec_per_epoch": sec,
         "images_per_sec": round(1500 / sec, 1), "peak_mem_mb": 812.4 if cuda else 1523.0,
-        "peak_mem_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss", "params": params,
+        "peak_mem_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss", "params": PARAMS.get(model, 1_000_000),
         "flops_per_image": 1_820_000_000 if dataset.startswith("butterflies") else 35_600_000,
         "device": "NVIDIA H100 80GB HBM3" if cuda else "cpu", "epochs": epochs,
     }
     (live / "metrics.json").write_text(json.dumps(metrics, indent=4))
+
+
+def write_eval(out: Path, classes: list[str], ids: list[str], true: np.ndarray, pred: np.ndarray,
+               confidence: np.ndarray, runner_up: np.ndarray | None = None) -> None:
+    """One seed's eval/ directory, as the evaluate stage writes it, from the indices of true and predicted classes.
+
+    scores.npz gives the predicted class `confidence` and `runner_up` (when given) most of the rest.
+    """
+    out.mkdir(parents=True)
+    names = np.array(classes)
+    n, c = len(true), len(classes)
+    pd.DataFrame({"index": np.arange(n), "id": ids, "true": names[true], "predicted": names[pred],
+                  "confidence": confidence.round(4)}).to_csv(out / "predictions.csv", index=False)
+    p, r, f, s = precision_recall_fscore_support(true, pred, labels=np.arange(c), zero_division=0)
+    pd.DataFrame({"class": classes, "precision": p, "recall": r, "f1": f, "support": s}).round(5).to_csv(
+        out / "per_class.csv", index=False)
+    probs = np.repeat(((1 - confidence) / (c - 1))[:, None], c, axis=1)
+    if runner_up is not None:
+        probs[np.arange(n), runner_up] = (1 - confidence) * 0.9
+    probs[np.arange(n), pred] = confidence
+    np.savez_compressed(out / "scores.npz", ids=np.array(ids), classes=names, probs=probs.astype(np.float16))
+    correct = int((true == pred).sum())
+    low, high = proportion_confint(correct, n, alpha=0.05, method="wilson")
+    (out / "metrics.json").write_text(json.dumps({
+        "test_top1": correct / n, "test_top1_ci_low": low, "test_top1_ci_high": high,
+        "test_top5": min(1.0, correct / n + 0.02), "test_macro_f1": round(float(f.mean()), 4), "test_loss": 0.3,
+        "test_top1_tta": correct / n + 0.002, "num_test": n, "num_classes": c}))
+
+
+def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrained, classes: list[str],
+              best_val: float, test_top1: float | None, sec: float, evaluated: bool, epochs: int = 6) -> None:
+    """One seed of a run, `root/<run>/seed<seed>/`: train/ always, eval/ when evaluated, with `test_top1` of
+    its images right (wrong answers chosen at random, seeded by run and seed)."""
+    write_train(root / run / "train" / f"seed{seed}", run, dataset, model, seed, pretrained, best_val, sec, epochs)
     if not evaluated:
         return
-    out = root / run / "eval" / "seed0"
-    out.mkdir(parents=True)
-    per = 5 if len(classes) > 20 else 36
+    rng = np.random.default_rng(zlib.crc32(f"{run}/{seed}".encode()))
+    per = 5 if len(classes) > 20 else 40
     true = np.repeat(np.arange(len(classes)), per)
     pred = true.copy()
     # Wrong answers cluster on a few pairs (and on the noisy classes), so the confused pairs are visible.
@@ -105,22 +151,18 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
     weights = np.array([4.0 if classes[t] in NOISY else 1.0 for t in true[wrong]])
     pred[wrong] = (true[wrong] + 1 + (rng.random(len(wrong)) < 0.3) * rng.integers(1, 3, len(wrong))) % len(classes)
     pred[wrong[weights > 1]] = (true[wrong[weights > 1]] + 1) % len(classes)
-    names = np.array(classes)
-    pd.DataFrame({"index": np.arange(len(true)), "id": [f"img{i:04d}.jpg" for i in range(len(true))],
-                  "true": names[true], "predicted": names[pred],
-                  "confidence": rng.uniform(0.3, 1.0, len(true)).round(4)}).to_csv(out / "predictions.csv", index=False)
-    p, r, f, s = precision_recall_fscore_support(true, pred, labels=np.arange(len(classes)), zero_division=0)
-    pd.DataFrame({"class": classes, "precision": p, "recall": r, "f1": f, "support": s}).round(5).to_csv(
-        out / "per_class.csv", index=False)
-    (out / "metrics.json").write_text(json.dumps({
-        "test_top1": test_top1, "test_top5": min(1.0, test_top1 + 0.02), "test_macro_f1": round(test_top1 - 0.01, 4),
-        "test_loss": 0.3, "test_top1_tta": test_top1 + 0.002, "num_test": len(true), "num_classes": len(classes)}))
+    # Image ids name the class: the same image keeps its id in a dataset that drops other classes.
+    ids = [f"{classes[t]}/img{i % per:02d}.jpg" for i, t in enumerate(true)]
+    write_eval(root / run / "eval" / f"seed{seed}", classes, ids, true, pred, rng.uniform(0.3, 1.0, len(true)))
 
 
 def make_suite(root: Path, runs=None) -> Path:
-    """Write the named runs of RUNS (all of them by default) under `root`; return `root`."""
+    """Write every seed of the named runs of RUNS (all of them by default) under `root`; return `root`."""
     for name in runs if runs is not None else RUNS:
-        write_run(root, name, *RUNS[name])
+        dataset, model, seeds, pretrained, classes, best_val, top1, sec, evaluated = RUNS[name]
+        for i, seed in enumerate(seeds):
+            write_run(root, name, dataset, model, seed, pretrained, classes, *(
+                v[i] if isinstance(v, tuple) else v for v in (best_val, top1, sec)), evaluated)
     return root
 
 
@@ -139,7 +181,8 @@ def table(readme: str, dataset: str) -> dict[str, dict[str, str]]:
 
 def parse_table(markdown: str) -> dict[str, dict[str, str]]:
     """The first markdown table in `markdown` as {first word of the run cell: {column: cell}}."""
-    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    text = markdown[markdown.index("\n|") + 1:] if not markdown.startswith("|") else markdown
+    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"), text.splitlines()))
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[2:]:

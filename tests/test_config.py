@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnbench.config import (AugmentConfig, CheckConfig, DatasetConfig, TrainConfig, load_params, parse_model_spec,
-                             parse_params, spec_to_dict)
+from cnnbench.config import AugmentConfig, CheckConfig, DatasetConfig, TrainConfig, load_params, parse_params
+from cnnbench.specs import parse_model_spec, spec_to_dict
 from cnnbench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,9 +108,36 @@ def test_a_run_override_changes_that_run_only():
 
 
 def test_runs_and_suites_may_be_absent_for_a_project_that_only_prepares_data():
-    raw = {k: v for k, v in RAW.items() if k not in ("runs", "suites")}
+    raw = {k: v for k, v in RAW.items() if k not in ("runs", "suites", "claims")}
     params = parse_params(raw)
     assert params.runs == {} and params.suites == {}
+
+
+CLAIM = {"id": "c", "text": "A beats B", "run_a": RUN, "run_b": "digits-mobilenet_v2", "direction": "a_better"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"direction": "a_wins"}, r"claims\[0\]\.direction: must be one of a_better, b_better, a_not_worse, b_not_worse"),
+    ({"run_b": "digits-resnet19"}, r"claims\[0\]\.run_b: unknown run 'digits-resnet19'"),
+    ({"run_b": "cifar10-resnet18"}, r"claims\[0\]\.run_b: must be in run_a's suite"),
+    ({"run_b": RUN}, r"claims\[0\]\.run_b: must differ from run_a"),
+    ({"margin": 0.01}, r"claims\[0\]\.margin: applies only to a_not_worse and b_not_worse"),
+    ({"better": "faster"}, r"claims\[0\]\.better: must be higher or lower"),
+    ({"metrc": "test_top1"}, r"claims\[0\]\.metrc: unknown key; did you mean 'metric'"),
+])
+def test_a_bad_claim_names_its_field(change, message):
+    error = error_of({**RAW, "claims": [{**CLAIM, **change}]})
+    assert re.search(message, error), error
+
+
+def test_claims_load_with_defaults_and_belong_to_their_runs_suite():
+    params = load_params(ROOT / "params.yaml")
+    offline = params.suite_claims("offline")
+    assert offline and all(params.run(c.run_a).suite == "offline" for c in offline)
+    assert len(offline) + len(params.suite_claims("study")) == len(params.claims)
+    claim = parse_params({**RAW, "claims": [CLAIM]}).claims[0]
+    assert (claim.metric, claim.better, claim.margin, claim.study_metric) == ("test_top1", "higher", 0.0, None)
+    assert "is used twice" in error_of({**RAW, "claims": [CLAIM, CLAIM]})
 
 
 def test_direct_construction_validates_too():

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
+from statsmodels.stats.proportion import proportion_confint
 
 from cnnbench.cli import main as cnnbench_main
 from cnnbench.config import (AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig,
@@ -27,6 +28,7 @@ from cnnbench.data.arrays import load_prepared, write_prepared
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.evaluate import evaluate_run, load_model, predict_probs
 from cnnbench.checkpoint import BEST
+from cnnbench.class_scores import SCORES, load_scores
 from cnnbench.train import train_run
 from fixtures import TINY_RESNET
 
@@ -102,6 +104,25 @@ def test_metrics_agree_with_scikit_learn_on_the_written_predictions(ten_classes,
     assert per_class["class"].tolist() == classes
     assert per_class["support"].tolist() == predictions["true"].value_counts().reindex(classes).tolist()
     assert per_class["f1"].mean() == pytest.approx(metrics["test_macro_f1"], abs=1e-4)
+
+
+def test_top1_comes_with_its_wilson_interval_and_scores_match_the_predictions(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=False), device="cpu")
+    predictions = read_predictions(tmp_path / "predictions.csv")
+    correct = int((predictions["true"] == predictions["predicted"]).sum())
+    low, high = proportion_confint(correct, len(predictions), alpha=0.05, method="wilson")
+    assert (metrics["test_top1_ci_low"], metrics["test_top1_ci_high"]) == pytest.approx((low, high))
+    assert metrics["test_top1_ci_low"] < metrics["test_top1"] < metrics["test_top1_ci_high"]
+
+    scores = load_scores(tmp_path / SCORES)
+    assert scores.probs.dtype == np.float16 and scores.probs.shape == (len(predictions), 10)
+    assert scores.ids.tolist() == predictions["id"].tolist()
+    assert scores.classes.tolist() == load_prepared(data_dir, splits=()).classes
+    predicted = [int(np.flatnonzero(scores.classes == p)[0]) for p in predictions["predicted"]]
+    rows = np.arange(len(predictions))
+    assert (scores.probs[rows, predicted] == scores.probs.max(axis=1)).all()  # float16 may tie, never contradict
+    assert np.allclose(scores.probs.astype(float).sum(axis=1), 1.0, atol=0.01)
 
 
 def test_tta_accuracy_is_reported_only_when_asked(ten_classes, tmp_path):

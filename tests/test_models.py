@@ -13,7 +13,7 @@ from fixtures import randomise_bn_stats, registry
 from torch import nn
 
 from cnnbench.config import ConfigError
-from cnnbench.config import MobileNetV2Spec, ResNetSpec, parse_model_spec
+from cnnbench.specs import MobileNetV2Spec, ResNetSpec, parse_model_spec
 from cnnbench.models import build_model, min_image_size
 from cnnbench.weights import torchvision_to_cnnbench_keys
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from report_fixtures import DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
+from report_fixtures import CLAIMS, DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
 
 from cnnbench.door import stage_main
 from cnnbench.report import render_report
@@ -34,7 +34,7 @@ def rendered(tmp_path_factory) -> tuple[Path, str]:
     (data / "digits.json").write_text("{}")
     Image.new("RGB", (10, 10)).save(data / "digits_samples.png")
     out = base / "reports" / "demo"
-    readme = render_report(runs, out, REPORT_CFG, "demo", DATASETS, data)
+    readme = render_report(runs, out, REPORT_CFG, "demo", DATASETS, data, CLAIMS)
     return out, readme.read_text()
 
 
@@ -43,14 +43,40 @@ def rendered(tmp_path_factory) -> tuple[Path, str]:
 
 def test_each_dataset_has_its_table_and_replicates_are_named(rendered):
     _, readme = rendered
-    assert "n=2" in table(readme, "digits")["digits-resnet18"]["run"]
+    assert table(readme, "digits")["digits-resnet18"]["run"] == "`digits-resnet18` (n=2, seeds 0, 1)"
     assert table(readme, "cifar10")["cifar10-resnet18"]["study s/epoch"] == "186"
-    assert "`digits-resnet18` (n=2) averages `digits-resnet18`, `digits-resnet18-s1`." in readme
+    assert "3 runs (4 trained models: some runs have several seeds)" in section(readme, "digits")
+    assert "*test top-1* is the mean ± half the width of its 95 % interval" in section(readme, "digits")
+
+
+def test_the_readme_opens_with_the_claims_re_tested(rendered):
+    _, readme = rendered
+    assert readme.index("## The study's claims, re-tested") < readme.index("## butterflies")
+    claims = readme.split("## The study's claims, re-tested", 1)[1].split("\n## ", 1)[0]
+    rows = {row["claim"]: row for row in claim_rows(claims)}
+    stem3 = rows["The 3x3 stem beats the 7x7 stem"]
+    assert stem3["the study"] == "76.1 vs — % (best_val_acc)"  # the reference lists only run A
+    assert stem3["ours"] == "98.5 vs 96.0 % on 400 test images; 1 and 2 seeds"
+    assert stem3["A − B (95 % interval)"] == "+2.5 points (+0.6 … +4.2)" and stem3["verdict"] == "**confirmed**"
+    faster = rows["MobileNetV2 trains faster than the 3x3-stem ResNet"]
+    assert faster["ours"] == "0.80 vs 3.00 s/epoch (0.27×)"
+    assert faster["verdict"] == "**confirmed, without an interval (one seed)**"
+    clean = rows["Dropping the noisy classes improves accuracy"]["ours"]
+    assert clean.startswith("93.0 vs 87.4 % on the 470 test images of the 94 shared classes") and "restricted" in clean
+    assert rows["The 3x3 stem beats the 7x7 stem on CIFAR-10"]["verdict"] == "**not run yet**"
+
+
+def claim_rows(markdown: str) -> list[dict[str, str]]:
+    """The claims table's rows, by column."""
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
 
 
 def test_summary_sentences_and_how_the_readme_was_made(rendered):
     _, readme = rendered
-    assert "**Best by test top-1:** `digits-resnet18_stem3`" in section(readme, "digits")
+    assert "**Most accurate:** `digits-resnet18_stem3` (98.5 ± 1.3 %) beats every other run" in section(readme, "digits")
+    assert "| `digits-resnet18_stem3` | `digits-mobilenet_v2` | +5.5 |" in section(readme, "digits")
     assert "No run is evaluated on the test split yet" in section(readme, "cifar10")
     assert "`dvc repro report@demo`" in readme
 
@@ -69,6 +95,7 @@ def test_every_linked_file_exists_and_figures_are_sensible_pngs(rendered):
             assert 500 <= width <= 3000 and 300 <= height <= 4000, (target, image.size)
     names = {Path(f).name for f in figures}
     assert {"digits_val_acc.png", "digits_acc_vs_time.png", "digits_family_curves.png", "digits_confusion.png",
+            "digits_comparisons.png",
             "butterflies_per_class.png", "butterflies_confused_pairs.png", "cifar10_val_acc.png",
             "noisy_classes_effect.png"} <= names
 
@@ -92,8 +119,9 @@ def test_dropping_classes_section_compares_the_paired_runs(rendered):
     out, readme = rendered
     effect = readme.split("## Effect of dropping classes", 1)[1]
     assert "`butterflies_clean` is `butterflies` without some classes (6 classes dropped: BLUE SPOTTED CROW" in effect
-    assert "| resnet18-imagenet | 88.00 | 93.00 | +5.00 |" in effect
-    assert json.loads((out / "metrics.json").read_text())["digits-resnet18"]["test_top1"] == 0.97
+    assert "| resnet18-imagenet | 88.0 | 93.0 | +5.0 |" in effect.split("Not comparable, kept for reference", 1)[1]
+    assert "| resnet18-imagenet | 470 | " in effect  # the 94 shared classes' 5 test images each
+    assert json.loads((out / "metrics.json").read_text())["digits-resnet18"]["test_top1"] == 0.96
 
 
 def test_no_pair_no_effect_figure_and_subset_renders_with_stale_figures_removed(tmp_path):
@@ -105,7 +133,8 @@ def test_no_pair_no_effect_figure_and_subset_renders_with_stale_figures_removed(
     assert not (out / "figures" / "butterflies_per_class.png").exists()
     assert "noisy_classes_effect" not in readme and "## butterflies" not in readme
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "digits_acc_vs_time.png", "digits_confusion.png", "digits_family_curves.png", "digits_val_acc.png"]
+        "digits_acc_vs_time.png", "digits_comparisons.png", "digits_confusion.png", "digits_family_curves.png",
+        "digits_val_acc.png"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
 

@@ -15,12 +15,19 @@ from cnnbench.report.figures import (
     plot_per_class,
 )
 from cnnbench.report.runs import load_runs
+from cnnbench.report.tables import group_replicates
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """The digits runs of the fake suite: ResNets (one config with two seeds) and a MobileNetV2."""
+    """The digits runs of the fake suite: ResNets (one with two seeds) and a MobileNetV2."""
     return load_runs(make_suite(tmp_path_factory.mktemp("runs"), DIGITS_RUNS))
+
+
+@pytest.fixture(scope="module")
+def runs(digits):
+    """One row per run, as the figures take them."""
+    return group_replicates(digits.runs)
 
 
 def legend_texts(fig) -> list[str]:
@@ -34,22 +41,22 @@ def test_confused_pairs_are_off_diagonal_and_sorted():
     assert list(zip(pairs["true"], pairs["predicted"], pairs["count"])) == [("a", "b", 2), ("b", "a", 2)]
 
 
-def test_family_figure_is_titled_with_the_declared_display_names(digits):
+def test_family_figure_is_titled_with_the_declared_display_names(digits, runs):
     names = {"resnet": "Residual", "mobilenet_v2": "Inverted residual"}
-    fig = plot_family_curves(digits.curves, digits.runs, "digits", names)
+    fig = plot_family_curves(digits.mean_curves(), runs, "digits", names)
     assert fig._suptitle.get_text() == "digits: Residual (blues) vs Inverted residual (oranges), per epoch"
     labels = legend_texts(fig)
     assert labels.index("resnet18 (resnet18)") < labels.index("mobilenet_v2 (mobilenet_v2)")
 
 
-def test_family_without_a_display_name_shows_its_key_in_alphabetical_order(digits):
-    fig = plot_family_curves(digits.curves, digits.runs, "digits", {})
+def test_family_without_a_display_name_shows_its_key_in_alphabetical_order(digits, runs):
+    fig = plot_family_curves(digits.mean_curves(), runs, "digits", {})
     assert fig._suptitle.get_text() == "digits: mobilenet_v2 (blues) vs resnet (oranges), per epoch"
 
 
-def test_one_family_alone_has_no_family_figure(digits):
-    resnets = digits.runs[digits.runs["family"] == "resnet"]
-    assert plot_family_curves(digits.curves, resnets, "digits", {"resnet": "ResNet"}) is None
+def test_one_family_alone_has_no_family_figure(digits, runs):
+    resnets = runs[runs["family"] == "resnet"]
+    assert plot_family_curves(digits.mean_curves(), resnets, "digits", {"resnet": "ResNet"}) is None
 
 
 def test_highlight_legends_use_the_declared_label():
@@ -66,6 +73,6 @@ def test_report_wording_comes_from_params_not_the_study(tmp_path):
     runs = make_suite(tmp_path / "runs", DIGITS_RUNS)
     cfg = ReportConfig(highlight_classes=("3",), highlight_label="hard for people", family_names={"resnet": "Residual"})
     readme = render_report(runs, tmp_path / "out", cfg, "demo", DATASETS, tmp_path / "none").read_text()
-    assert "**Residual vs mobilenet_v2 training curves** ([figures/digits_family_curves.png]" in readme
+    assert "**Residual vs mobilenet_v2 training curves (mean over seeds)** ([figures/digits_family_curves.png]" in readme
     assert (tmp_path / "out" / "figures" / "digits_family_curves.png").is_file()
     assert "MobileNetV2" not in readme and "ResNet" not in readme and "noisy" not in readme

@@ -1,14 +1,20 @@
-"""Dataset pairs: datasets pair only as params.yaml declares them (same images, more classes dropped)."""
+"""Dataset pairs: datasets pair only as params.yaml declares them (same images, more classes dropped), and
+the two models are compared fairly, on the same images."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 
+import numpy as np
 import pytest
-from report_fixtures import CIFAR, DATASETS, NOISY, REPORT_CFG, RUNS, make_suite, write_run
+from report_fixtures import (CIFAR, DATASETS, NOISY, REPORT_CFG, RUNS, make_suite, parse_table, write_eval, write_run,
+                             write_train)
+from statsmodels.stats.proportion import proportion_confint
 
-from cnnbench.config import DatasetConfig
-from cnnbench.report.pairs import find_dataset_pairs, plot_dataset_pairs
+from cnnbench.config import ClaimConfig, DatasetConfig
+from cnnbench.report.claims import evaluate_claims
+from cnnbench.report.pairs import fair_settings, find_dataset_pairs, pairs_section, plot_dataset_pairs
 from cnnbench.report.runs import load_runs
 
 BUTTERFLY_RUNS = ["butterflies-resnet18-imagenet", "butterflies_clean-resnet18-imagenet"]
@@ -28,8 +34,8 @@ def test_declared_pair_lists_the_dropped_classes_and_matches_runs(butterflies):
 
 def test_declared_pair_needs_no_evaluation(tmp_path):
     for run in BUTTERFLY_RUNS:
-        *spec, _ = RUNS[run]
-        write_run(tmp_path, run, *spec, evaluated=False)
+        dataset, model, (seed,), pretrained, classes, best_val, top1, sec, _ = RUNS[run]
+        write_run(tmp_path, run, dataset, model, seed, pretrained, classes, best_val, top1, sec, evaluated=False)
     [pair] = find_dataset_pairs(load_runs(tmp_path), DATASETS)
     assert pair.dropped == NOISY
 
@@ -62,9 +68,81 @@ def test_datasets_not_declared_as_one_minus_classes_do_not_pair(butterflies, cha
 
 
 def test_pairs_figure_names_the_dropped_classes_by_the_highlight_label(butterflies):
-    pairs = find_dataset_pairs(butterflies, DATASETS)
+    fair = [(pair, fair_settings(pair, butterflies)) for pair in find_dataset_pairs(butterflies, DATASETS)]
     highlight = set(REPORT_CFG.highlight_classes)
-    fig = plot_dataset_pairs(pairs, butterflies.runs, highlight, "hard for people")
+    fig = plot_dataset_pairs(fair, highlight, "hard for people")
     assert fig._suptitle.get_text() == "Effect of dropping classes (hard for people) on test top-1 accuracy"
-    fig = plot_dataset_pairs(pairs, butterflies.runs, highlight - {NOISY[0]}, "hard for people")
+    fig = plot_dataset_pairs(fair, highlight - {NOISY[0]}, "hard for people")
     assert fig._suptitle.get_text() == "Effect of dropping some classes on test top-1 accuracy"
+
+
+# ------------------------------------------------------------------ 10 classes against the same data minus 2
+
+
+TOY = [f"c{i}" for i in range(10)]
+TOY_DATASETS = {"toy": DatasetConfig("toy", "toy", 16, val_fraction=0.1, test_fraction=0.2),
+                "toy_clean": DatasetConfig("toy_clean", "toy", 16, val_fraction=0.1, test_fraction=0.2,
+                                           drop_classes=("c8", "c9"))}
+PER = 40  # test images per class
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A 10-class run and its 8-class twin, scored on the same images of the 8 shared classes.
+
+    On the 320 shared-class images the full model is right on 256 (80 %); of its 64 mistakes, 32 answer
+    a dropped class with the true class as runner-up (restricted to the shared classes: 288, 90 %).
+    The reduced model is right on 280 (87.5 %). On the 80 images of the dropped classes the full
+    model is always right, so its naive accuracy is 336/400 = 84 %.
+    """
+    root = tmp_path_factory.mktemp("toy")
+    true = np.repeat(np.arange(10), PER)
+    ids = [f"c{t}/img{i % PER:02d}.jpg" for i, t in enumerate(true)]
+    shared = np.flatnonzero(true < 8)
+    pred, runner_up = true.copy(), (true + 1) % 10
+    to_dropped, to_shared = shared[::10], shared[5::10]        # 32 images each
+    pred[to_dropped], runner_up[to_dropped] = 8, true[to_dropped]
+    pred[to_shared] = (true[to_shared] + 1) % 8
+    for run, dataset in (("toy-resnet18", "toy"), ("toy_clean-resnet18", "toy_clean")):
+        write_train(root / run / "train" / "seed0", run, dataset, "resnet18", 0, None, 0.9, 1.0)
+    write_eval(root / "toy-resnet18" / "eval" / "seed0", TOY, ids, true, pred, np.full(400, 0.6), runner_up)
+    reduced = true[shared].copy()
+    wrong = np.arange(3, 320, 8)                                # 40 images
+    reduced[wrong] = (reduced[wrong] + 1) % 8
+    write_eval(root / "toy_clean-resnet18" / "eval" / "seed0", TOY[:8], [ids[i] for i in shared], true[shared],
+               reduced, np.full(320, 0.7))
+    return load_runs(root)
+
+
+def wilson_cell(correct: int, total: int) -> str:
+    low, high = proportion_confint(correct, total, alpha=0.05, method="wilson")
+    return f"{100 * correct / total:.1f} ± {50 * (high - low):.1f}"
+
+
+def test_both_models_are_scored_on_the_same_images_as_predicted_and_restricted(toy, tmp_path):
+    [pair] = find_dataset_pairs(toy, TOY_DATASETS)
+    assert (pair.full, pair.reduced, pair.dropped) == ("toy", "toy_clean", ["c8", "c9"])
+    section = pairs_section([pair], toy, tmp_path, set(), "noisy")
+    fair_part, naive = section.split("Both models on the same images", 1)[1].split("Not comparable, kept for reference")
+    fair = parse_table(fair_part)["resnet18"]
+    assert fair["images"] == "320"
+    assert fair["full model, as it predicts (%)"] == wilson_cell(256, 320) == "80.0 ± 4.4"
+    assert fair["full model, answers restricted to the 8 shared classes (%)"] == wilson_cell(288, 320)
+    assert fair["reduced model (%)"] == wilson_cell(280, 320)
+    assert fair["reduced − full as it predicts (points, 95 % interval)"].startswith("+7.5 (")
+    assert fair["reduced − full restricted (points, 95 % interval)"].startswith("−2.5 (")
+    assert "On the same images, `toy_clean-resnet18` is within noise of `toy-resnet18` restricted to the shared " \
+           "classes (difference −2.5 points, 95 % interval" in section
+    assert "| resnet18 | 84.0 | 87.5 | +3.5 |" in naive and "change (points), not comparable" in naive
+    assert (tmp_path / "noisy_classes_effect.png").is_file()
+
+
+def test_a_claim_across_the_pair_is_judged_on_the_restricted_comparison(toy):
+    claim = ClaimConfig("clean", "Dropping c8 and c9 helps", "toy_clean-resnet18", "toy-resnet18", "a_better")
+    [result] = evaluate_claims((claim,), toy, TOY_DATASETS, {})
+    assert result.verdict == "within noise"
+    assert result.ours.startswith("87.5 vs 90.0 % on the 320 test images of the 8 shared classes, `toy-resnet18` "
+                                  "restricted to the shared classes")
+    assert re.fullmatch(r"−2\.5 points \(−\d\.\d … \+\d\.\d\)", result.difference), result.difference
+    [undeclared] = evaluate_claims((claim,), toy, {}, {})
+    assert undeclared.verdict == "not comparable"

@@ -1,18 +1,25 @@
-"""Tables and sentences: one dataset's runs as the markdown table and the summary the README shows."""
+"""Tables and sentences: one dataset's runs as the markdown table and the trade-off sentence the README shows."""
 
 from __future__ import annotations
 
 import pytest
 from report_fixtures import REFERENCE, make_suite, parse_table
 
+from cnnbench.report.compare import dataset_comparisons
 from cnnbench.report.runs import load_runs
-from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, suite_metrics
+from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, interval_note, suite_metrics
+from cnnbench.stats import seed_interval
 
 
 @pytest.fixture(scope="module")
-def groups(tmp_path_factory):
-    """dataset -> its runs grouped into replicates, from the whole fake suite."""
-    data = load_runs(make_suite(tmp_path_factory.mktemp("runs")))
+def data(tmp_path_factory):
+    """The whole fake suite, loaded."""
+    return load_runs(make_suite(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture(scope="module")
+def groups(data):
+    """dataset -> its runs, one row per run (seeds averaged)."""
     return {dataset: group_replicates(data.of_dataset(dataset)) for dataset in data.datasets}
 
 
@@ -30,9 +37,9 @@ def test_table_rows_hold_the_formatted_numbers(groups):
     assert stem3["s/epoch"] == "3.00"
     assert stem3["images/s"] == "500"
     assert stem3["best val acc (%)"] == "98.00"
-    assert stem3["test top-1 (%)"] == "98.50"
+    assert stem3["test top-1 (%)"] == "98.5 ± 1.3"  # 394/400: Wilson 96.8 … 99.3
     assert stem3["top-5 (%)"] == "100.00"
-    assert stem3["macro-F1"] == "0.975"
+    assert stem3["macro-F1"] == "0.985"  # from its predictions
     assert stem3["device"] == "cpu"
     bfly = rows(groups, "butterflies")["butterflies-resnet18-imagenet"]
     assert bfly["FLOPs/image"] == "1.82 G"
@@ -40,14 +47,17 @@ def test_table_rows_hold_the_formatted_numbers(groups):
     assert bfly["pretrained"] == "imagenet"
 
 
-def test_replicates_are_one_row_with_mean_and_std(groups):
+def test_a_runs_seeds_are_one_row_with_the_t_interval_of_top1_and_std_of_the_rest(groups):
     digits = rows(groups, "digits")
-    assert "digits-resnet18-s1" not in digits
     row = digits["digits-resnet18"]
     assert "n=2" in row["run"] and "seeds 0, 1" in row["run"]
-    assert row["test top-1 (%)"] == "96.00 ± 1.41"
+    half = 100 * seed_interval([0.97, 0.95]).half_width  # t with 1 df: 12.706 * 1 point
+    assert row["test top-1 (%)"] == f"96.0 ± {half:.1f}" == "96.0 ± 12.7"
     assert row["s/epoch"] == "1.10 ± 0.14"
     assert row["params (M)"] == "11.18"
+    assert "Wilson's interval over the test images for a run with one seed" in interval_note(groups["digits"])
+    assert "Student's t interval over the seeds" in interval_note(groups["digits"])
+    assert "Student's t" not in interval_note(groups["butterflies"]) and interval_note(groups["cifar10"]) == ""
 
 
 def test_reference_columns_beside_our_figures(groups):
@@ -61,15 +71,19 @@ def test_reference_columns_beside_our_figures(groups):
     assert "study s/epoch" not in dataset_table(groups["butterflies"], REFERENCE)
 
 
-def test_best_model_and_trade_off_sentences(groups):
-    digits = dataset_summary(groups["digits"])
-    assert "**Best by test top-1:** `digits-resnet18_stem3` (resnet18_stem3, 98.50 %)" in digits
-    assert "the fastest run, `digits-mobilenet_v2`, takes 0.80 s/epoch for 93.00 %" in digits
-    assert "`digits-resnet18_stem3`, takes 3.00 s/epoch (3.8× as long) for 98.50 % (+5.50 points)" in digits
-    assert "No run is evaluated on the test split yet" in dataset_summary(groups["cifar10"])
+def test_trade_off_sentence_says_whether_the_gain_is_beyond_noise(data, groups):
+    comparisons, _ = dataset_comparisons(data.predictions, list(groups["digits"]["run"]))
+    digits = dataset_summary(groups["digits"], comparisons)
+    assert "the fastest run, `digits-mobilenet_v2`, takes 0.80 s/epoch for 93.0 %" in digits
+    assert "`digits-resnet18_stem3`, takes 3.00 s/epoch (3.8× as long) for 98.5 % (difference +5.5 points" in digits
+    within = comparisons.assign(low=-0.01)
+    assert "(within noise: difference +5.5 points, 95 % interval −1.0 … " in dataset_summary(groups["digits"], within)
+    assert "(not compared image by image)" in dataset_summary(groups["digits"])
+    assert dataset_summary(groups["cifar10"]) == ""  # nothing evaluated: no trade-off to state
 
 
 def test_suite_metrics_keep_only_measured_numbers(tmp_path):
-    metrics = suite_metrics(load_runs(make_suite(tmp_path, ["digits-resnet18", "cifar10-resnet18"])).runs)
-    assert metrics["digits-resnet18"]["test_top1"] == 0.97
+    metrics = suite_metrics(group_replicates(load_runs(make_suite(tmp_path, ["digits-resnet18", "cifar10-resnet18"])).runs))
+    assert metrics["digits-resnet18"]["test_top1"] == 0.96 and metrics["digits-resnet18"]["seeds"] == 2
+    assert metrics["digits-resnet18"]["test_top1_ci_low"] < 0.96 < metrics["digits-resnet18"]["test_top1_ci_high"]
     assert "test_top1" not in metrics["cifar10-resnet18"] and metrics["cifar10-resnet18"]["best_val_acc"] == 0.8

@@ -19,7 +19,7 @@ from torch import nn
 
 from cnnbench import cli
 from cnnbench.config import ConfigError
-from cnnbench.config import parse_model_spec
+from cnnbench.specs import parse_model_spec
 from cnnbench.models import build_model, min_image_size
 from cnnbench.summary import (
     format_summary,

@@ -1,6 +1,6 @@
 """params.yaml, loaded once into frozen dataclasses and validated in one place.
 
-Every block of params.yaml is a dataclass here, model specs included, each with its value checks
+Every block of params.yaml is a dataclass here (model specs in specs.py), each with its value checks
 (`validate`); `validation.build` is the one validator that turns YAML data into them, so a typo in
 params.yaml or in `dvc exp run -S` fails with `params: runs.x.train.epochs: must be > 0` before
 any work starts. This module imports neither torch nor torchvision.
@@ -18,10 +18,12 @@ from typing import Any
 import yaml
 
 from cnnbench.errors import ConfigError
+from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.validation import Validated, build, check, mapping, reject_unknown, require
 
 SOURCE_FORMATS = ("cifar10-python", "image-csv", "npz")
-SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "runs", "suites", "report", "check")
+SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "runs", "suites", "report", "check", "claims")
+CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse")
 
 
 # ------------------------------------------------------------------ data
@@ -60,91 +62,6 @@ class DatasetConfig(Validated):
             require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
         require(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
                  "val_fraction + test_fraction must leave some training data")
-
-
-# ------------------------------------------------------------------ model specs
-
-
-@dataclass(frozen=True)
-class StemSpec(Validated):
-    """The ResNet stem: one conv+BN+ReLU per width, then an optional 3x3/2 max-pool."""
-
-    kernel: int
-    widths: tuple[int, ...]
-    strides: tuple[int, ...]
-    pool: bool
-
-    def validate(self) -> None:
-        require(self.kernel > 0 and self.kernel % 2 == 1, "kernel", f"must be a positive odd integer, not {self.kernel}")
-        _require_positive_list(self.widths, "widths")
-        _require_positive_list(self.strides, "strides")
-        require(len(self.strides) == len(self.widths), "strides",
-                 f"must have one entry per stem conv ({len(self.widths)}, as widths), not {len(self.strides)}")
-
-
-@dataclass(frozen=True)
-class ResNetSpec(Validated):
-    """A ResNet: a stem, then stages of `depths[i]` blocks of `widths[i]` channels."""
-
-    name: str
-    stem: StemSpec
-    block: str
-    depths: tuple[int, ...]
-    widths: tuple[int, ...]
-    strides: tuple[int, ...]
-    torchvision_weights: str | None = None
-    family: str = field(default="resnet", init=False)
-
-    def validate(self) -> None:
-        require(self.block in ("basic", "bottleneck"), "block", f"must be one of basic, bottleneck, not {self.block!r}")
-        for key in ("depths", "widths", "strides"):
-            _require_positive_list(getattr(self, key), key)
-        for key in ("widths", "strides"):
-            n = len(getattr(self, key))
-            require(n == len(self.depths), key, f"must have one entry per stage ({len(self.depths)}, as depths), not {n}")
-
-
-@dataclass(frozen=True)
-class MobileNetV2Spec(Validated):
-    """torchvision's MobileNetV2 with its stem stride and inverted-residual table as arguments."""
-
-    name: str
-    width_mult: float
-    stem_stride: int
-    setting: tuple[tuple[int, int, int, int], ...]  # rows of (expansion t, channels c, repeats n, stride s)
-    dropout: float
-    torchvision_weights: str | None = None
-    family: str = field(default="mobilenet_v2", init=False)
-
-    def validate(self) -> None:
-        require(self.width_mult > 0, "width_mult", f"must be > 0, not {self.width_mult}")
-        require(self.stem_stride > 0, "stem_stride", f"must be > 0, not {self.stem_stride}")
-        require(len(self.setting) > 0, "setting", "must be a non-empty list of [t, c, n, s] rows")
-        for i, row in enumerate(self.setting):
-            # torchvision's InvertedResidual only implements strides 1 and 2.
-            require(all(v > 0 for v in row) and row[3] in (1, 2), f"setting[{i}]",
-                     f"must be [t, c, n, s]: positive integers, s 1 or 2, not {list(row)}")
-        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), not {self.dropout}")
-
-
-ModelSpec = ResNetSpec | MobileNetV2Spec
-FAMILIES: dict[str, type] = {"resnet": ResNetSpec, "mobilenet_v2": MobileNetV2Spec}
-
-
-def parse_model_spec(name: str, raw: Any, where: str | None = None) -> ModelSpec:
-    """One `models:` entry (a mapping with a `family`) as its spec; ConfigError naming the first bad field."""
-    where = where or f"models.{name}"
-    raw = dict(mapping(raw, where))
-    family = raw.pop("family", None)
-    if family not in FAMILIES:
-        raise ConfigError(f"params: {where}.family: must be one of {', '.join(FAMILIES)}, not {family!r}")
-    raw.pop("name", None)
-    return build(FAMILIES[family], {"name": name, **raw}, where)
-
-
-def spec_to_dict(spec: ModelSpec) -> dict:
-    """A spec as plain data that parse_model_spec reads back (it travels inside checkpoints)."""
-    return dataclasses.asdict(spec)
 
 
 # ------------------------------------------------------------------ training and evaluation
@@ -285,6 +202,30 @@ class ReportConfig(Validated):
 
 
 @dataclass(frozen=True)
+class ClaimConfig(Validated):
+    """A conclusion of the study, re-tested by the report: run A against run B on one per-run metric."""
+
+    id: str
+    text: str
+    run_a: str
+    run_b: str
+    direction: str                   # a_better | b_better | a_not_worse | b_not_worse
+    metric: str = "test_top1"        # any number a stage writes to a run's metrics.json (latency, say)
+    better: str = "higher"           # higher | lower: which way the metric improves
+    margin: float = 0.0              # *_not_worse: how much worse, in the metric's units, still counts as not worse
+    study_metric: str | None = None  # the key of report.reference[run] holding the study's own figures
+
+    def validate(self) -> None:
+        require(self.direction in CLAIM_DIRECTIONS, "direction",
+                 f"must be one of {', '.join(CLAIM_DIRECTIONS)}, not {self.direction!r}")
+        require(self.better in ("higher", "lower"), "better", f"must be higher or lower, not {self.better!r}")
+        require(math.isfinite(self.margin) and self.margin >= 0, "margin", "must be a number >= 0")
+        require(self.margin == 0 or self.direction.endswith("not_worse"), "margin",
+                 "applies only to a_not_worse and b_not_worse")
+        require(self.run_a != self.run_b, "run_b", "must differ from run_a")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml, validated and cross-checked."""
 
@@ -297,6 +238,7 @@ class Params:
     suites: dict[str, SuiteConfig]
     check: CheckConfig
     report: ReportConfig = field(default_factory=ReportConfig)
+    claims: tuple[ClaimConfig, ...] = ()
 
     def source(self, name: str) -> SourceConfig:
         return _lookup(self.sources, name, "source")
@@ -317,6 +259,10 @@ class Params:
         """The runs that report `suite` renders."""
         self.suite(suite)
         return {name: run for name, run in self.runs.items() if run.suite == suite}
+
+    def suite_claims(self, suite: str) -> tuple[ClaimConfig, ...]:
+        """The claims whose runs report `suite` renders."""
+        return tuple(c for c in self.claims if self.run(c.run_a).suite == suite)
 
 
 # ------------------------------------------------------------------ loading
@@ -361,7 +307,20 @@ def parse_params(raw: dict) -> Params:
     return Params(sources=sources, datasets=datasets, models=models, train=train,
                   evaluate=build(EvaluateConfig, mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
                   runs=runs, suites=suites, check=check,
-                  report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"))
+                  report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
+                  claims=_parse_claims(raw.get("claims") or [], runs))
+
+
+def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ...]:
+    check(isinstance(raw, list), "claims", "must be a list of claims")
+    claims = tuple(build(ClaimConfig, mapping(item, f"claims[{i}]"), f"claims[{i}]") for i, item in enumerate(raw))
+    for i, claim in enumerate(claims):
+        check([c.id for c in claims].count(claim.id) == 1, f"claims[{i}].id", f"{claim.id!r} is used twice")
+        for key in ("run_a", "run_b"):
+            _cross(getattr(claim, key) in runs, f"claims[{i}].{key}", getattr(claim, key), "run", runs)
+        check(runs[claim.run_a].suite == runs[claim.run_b].suite, f"claims[{i}].run_b",
+              "must be in run_a's suite: a claim is re-tested in one suite's report")
+    return claims
 
 
 def _parse_run(name: str, raw: Any, where: str, train_defaults: dict) -> RunConfig:
@@ -387,10 +346,6 @@ def _table(raw: dict, section: str, parse, required: bool = True) -> dict:
 
 def _cross(ok: bool, where: str, value: str, kind: str, known: dict) -> None:
     check(ok, where, f"unknown {kind} {value!r}; known: {', '.join(known) or '(none declared)'}")
-
-
-def _require_positive_list(value: tuple, key: str) -> None:
-    require(len(value) > 0 and all(v > 0 for v in value), key, "must be a non-empty list of positive integers")
 
 
 def _lookup(table: dict, name: str, kind: str):

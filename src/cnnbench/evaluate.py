@@ -11,15 +11,19 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.checkpoint import BEST, ModelCheckpoint, load_model_checkpoint
-from cnnbench.config import EvaluateConfig, RunConfig, parse_model_spec
+from cnnbench.class_scores import SCORES, save_scores
+from cnnbench.config import EvaluateConfig, RunConfig
+from cnnbench.specs import parse_model_spec
 from cnnbench.data.datasets import Normalize
 from cnnbench.data.arrays import load_prepared
 from cnnbench.data.images import decode_image
 from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.replicates import replicate_dir
 from cnnbench.files import remove_stale_dirs, write_json_atomic, write_text_atomic
+from cnnbench.logits import split_logits
+from cnnbench.replicates import replicate_dir
 from cnnbench.models import build_model
+from cnnbench.stats import wilson_interval
 
 
 def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:
@@ -57,17 +61,13 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
 @torch.no_grad()
 def predict_probs(model, images: np.ndarray, mean, std, device: torch.device, batch_size: int = 1024,
                   tta_flip: bool = False) -> np.ndarray:
-    """Class probabilities for uint8 NHWC images; with tta_flip, averaged with the mirrored image."""
+    """Class probabilities for uint8 NHWC images, scored as validation is; with tta_flip, averaged with the mirror."""
     norm = Normalize(mean, std, device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-        x = norm(chunk.to(device).permute(0, 3, 1, 2))
-        probs = F.softmax(model(x).float(), dim=1)
-        if tta_flip:
-            probs = (probs + F.softmax(model(x.flip(3)).float(), dim=1)) / 2
-        out.append(probs.cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    probs = F.softmax(split_logits(model, x, norm, batch_size), dim=1)
+    if tta_flip:
+        probs = (probs + F.softmax(split_logits(model, x, norm, batch_size, flip=True), dim=1)) / 2
+    return probs.cpu().numpy() if len(x) else np.zeros((0, 0), dtype=np.float32)
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> tuple[dict, pd.DataFrame]:
@@ -76,8 +76,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
 
     labels = np.arange(len(classes))
     pred = probs.argmax(1)
+    top1 = wilson_interval(int((pred == y_true).sum()), len(y_true))
     metrics = {
         "test_top1": float(accuracy_score(y_true, pred)),
+        "test_top1_ci_low": top1.low,   # Wilson 95 % interval over the test images
+        "test_top1_ci_high": top1.high,
         "test_top5": float(top_k_accuracy_score(y_true, probs, k=5, labels=labels)) if len(classes) > 5 else None,
         "test_macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
         "test_loss": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, None)).mean()),
@@ -91,7 +94,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
 
 def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: EvaluateConfig,
                  device: str = "auto") -> dict:
-    """Evaluate a best.pt on the test split; write metrics.json, per_class.csv and predictions.csv."""
+    """Evaluate a best.pt on the test split; write metrics.json, per_class.csv, predictions.csv and scores.npz."""
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
     test = load_prepared(data_dir, splits=("test",)).splits["test"]
@@ -111,6 +114,7 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_text_atomic(out_dir / "per_class.csv", per_class.round(5).to_csv(index=False))
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
+    save_scores(out_dir / SCORES, test.ids, ckpt.classes, probs)
     return metrics
 
 

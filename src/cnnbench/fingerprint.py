@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from cnnbench.config import ModelSpec, RunConfig
+from cnnbench.config import RunConfig
+from cnnbench.specs import ModelSpec
 
 
 def config_hash(run: RunConfig, spec: ModelSpec, data_meta: dict) -> str:

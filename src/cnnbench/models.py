@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnbench.config import ModelSpec, ResNetSpec
+from cnnbench.specs import ModelSpec, ResNetSpec
 from cnnbench.errors import ConfigError
 
 # ------------------------------------------------------------------ ResNet

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnbench.config import ConfigError
-from cnnbench.config import ModelSpec, parse_model_spec
+from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.models import build_model
 
 LAYERS = ("conv", "maxpool", "avgpool")

@@ -25,14 +25,16 @@ from tqdm import tqdm
 
 from cnnbench.checkpoint import (BEST, LAST, TIMINGS, ModelCheckpoint, TrainingState, load_training_state,
                                  save_checkpoint)
-from cnnbench.config import ModelSpec, RunConfig, TrainConfig, spec_to_dict
+from cnnbench.config import RunConfig, TrainConfig
+from cnnbench.specs import ModelSpec, spec_to_dict
 from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
 from cnnbench.data.arrays import load_prepared
 from cnnbench.device import device_name, resolve_device
 from cnnbench.errors import CnnbenchError
-from cnnbench.fingerprint import config_hash, data_fingerprint
-from cnnbench.replicates import replicate_dir
 from cnnbench.files import read_json_object, remove_stale_dirs, staging_dir, write_json_atomic
+from cnnbench.fingerprint import config_hash, data_fingerprint
+from cnnbench.logits import split_logits
+from cnnbench.replicates import replicate_dir
 from cnnbench.models import build_model
 from cnnbench.summary import summarize
 from cnnbench.weights import load_pretrained
@@ -163,23 +165,17 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
 
 
 @torch.no_grad()
-def evaluate_split(model, data: DeviceSplit, norm: Normalize, env: Dist, amp: bool, batch_size: int = 1024,
+def evaluate_split(model, data: DeviceSplit, norm: Normalize, env: Dist, batch_size: int = 1024,
                    channels_last: bool = False) -> dict:
-    """Loss and accuracy over a whole split (each rank takes a slice; results are summed)."""
-    model.eval()
+    """Loss and accuracy over a whole split, scored as the test split is (each rank a slice, summed)."""
     n = len(data)
     lo, hi = n * env.rank // env.world, n * (env.rank + 1) // env.world
-    loss_sum = torch.zeros((), device=env.device)
-    correct = torch.zeros((), device=env.device)
-    for start in range(lo, hi, batch_size):
-        x = norm(data.images[start:min(hi, start + batch_size)])
-        y = data.labels[start:min(hi, start + batch_size)]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(env.device, amp):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+    loss_sum = correct = torch.zeros((), device=env.device)  # a rank with no images (more ranks than images)
+    if hi > lo:
+        logits = split_logits(model, data.images[lo:hi], norm, batch_size, channels_last=channels_last)
+        y = data.labels[lo:hi]
+        loss_sum = F.cross_entropy(logits, y, reduction="sum")
+        correct = (logits.argmax(1) == y).sum().float()
     totals = _all_reduce(torch.stack([loss_sum, correct, torch.tensor(float(hi - lo), device=env.device)]), env)
     count = max(1.0, totals[2].item())
     return {"loss": totals[0].item() / count, "acc": totals[1].item() / count}
@@ -256,7 +252,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress)
         _sync(env)
         seconds = time.perf_counter() - start
-        val = evaluate_split(net, val_data, norm, env, amp, channels_last=channels_last)
+        val = evaluate_split(net, val_data, norm, env, channels_last=channels_last)
         if not math.isfinite(val["loss"]):
             raise NonFiniteLoss(f"the validation loss became {val['loss']} after epoch {epoch + 1}; lower train.lr. "
                                 f"The last good checkpoint is kept.")

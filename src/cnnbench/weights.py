@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnbench.config import ConfigError
 from cnnbench.errors import CnnbenchError
-from cnnbench.config import ModelSpec
+from cnnbench.specs import ModelSpec
 
 
 def _get_weight(name: str):

@@ -1,9 +1,10 @@
 """report: one suite's runs as tables and figures, rendered into a README.md beside its figures.
 
 Reads only what the train and evaluate stages wrote under the runs directory (see runs.py). Any
-subset of runs, and any missing optional file, still renders: what is absent is left blank or its
-figure is not drawn. Modules: runs (loading), tables (markdown, sentences), figures (per dataset),
-pairs (datasets with classes dropped); this one assembles the README.
+subset of runs or seeds, and any missing optional file, still renders: what is absent is left blank
+or its figure is not drawn. Modules: runs (loading), tables (markdown, sentences), compare (paired
+comparisons), figures (per dataset), pairs (datasets with classes dropped), claims (the study's
+conclusions re-tested); this one assembles the README. The statistics are cnnbench.stats'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Mapping
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cnnbench.config import DatasetConfig, ReportConfig
+from cnnbench.config import ClaimConfig, DatasetConfig, ReportConfig
 from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
 from cnnbench.plotting import save_figure
 from cnnbench.report.figures import (
@@ -29,32 +30,38 @@ from cnnbench.report.figures import (
     plot_per_class,
     plot_val_acc,
 )
+from cnnbench.report.claims import claims_section, evaluate_claims
+from cnnbench.report.compare import comparisons_table, dataset_comparisons, plot_comparisons, ranking_summary
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
-from cnnbench.report.tables import dataset_summary, dataset_table, figure_markdown, group_replicates, suite_metrics
+from cnnbench.report.tables import (dataset_summary, dataset_table, figure_markdown, group_replicates, interval_note,
+                                    suite_metrics)
 
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 
 
 def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportConfig, suite_name: str,
-                  datasets: Mapping[str, DatasetConfig], data_reports_dir: str | Path) -> Path:
+                  datasets: Mapping[str, DatasetConfig], data_reports_dir: str | Path,
+                  claims: tuple[ClaimConfig, ...] = ()) -> Path:
     """Write out_dir/README.md, out_dir/figures/*.png and out_dir/metrics.json for one suite; return the README.
 
     `datasets` (params.yaml's) declares which datasets pair (see pairs.dropped_classes); the README links the
-    data reports and sample sheets it finds in `data_reports_dir`.
+    data reports and sample sheets it finds in `data_reports_dir`, and opens with `claims` re-tested.
     """
     out_dir = Path(out_dir)
     data = load_runs(runs_dir)
     sections: list[str] = []
+    if claims and len(data.runs):
+        sections.append(claims_section(evaluate_claims(claims, data, datasets, report_cfg.reference)))
     with staging_dir(out_dir / "figures") as fig_dir:  # replaces figures/ whole: no stale PNG survives
         for dataset in data.datasets:
             sections.append(_dataset_section(data, dataset, fig_dir, report_cfg, Path(data_reports_dir), out_dir))
         pairs = find_dataset_pairs(data, datasets)
         if pairs:
-            sections.append(pairs_section(pairs, data.runs, fig_dir, set(report_cfg.highlight_classes),
+            sections.append(pairs_section(pairs, data, fig_dir, set(report_cfg.highlight_classes),
                                           report_cfg.highlight_label))
-    write_json_atomic(out_dir / "metrics.json", suite_metrics(data.runs))
-    readme = _readme(suite_name, runs_dir, sections, len(data.runs))
+    write_json_atomic(out_dir / "metrics.json", suite_metrics(group_replicates(data.runs)))
+    readme = _readme(suite_name, runs_dir, sections, data.runs["run"].nunique())
     return write_text_atomic(out_dir / "README.md", readme)
 
 
@@ -67,39 +74,49 @@ def _readme(suite: str, runs_dir, sections: list[str], n_runs: int) -> str:
                  "(it trains and evaluates every run of the suite first), or one run at a time with "
                  "`dvc repro train@<run> evaluate@<run>`, then render this report again.", ""]
         return "\n".join(head)
-    head += ["*best val acc* is on the validation split, *test* columns on the untouched test split; s/epoch is "
-             "the median over epochs, the first (warm-up) epoch excluded; n>1 rows are mean ± std over seeds "
-             "(runs identical but for `train.seed`). Peak memory is the GPU's peak allocation on CUDA and "
-             "the process's peak RSS on CPU, so the two kinds do not compare.", ""]
+    head += ["*best val acc* is on the validation split, *test* columns on the untouched test split, both scored "
+             "the same way (fp32); s/epoch is the median over epochs, the first (warm-up) epoch excluded. A run "
+             "trained with several seeds is one row: the mean over its seeds (n). Test top-1 comes with its 95 % "
+             "interval, and runs scored on the same test images are compared image by image: a run is said to "
+             "beat another only when the interval of their difference excludes zero. Peak memory is the GPU's "
+             "peak allocation on CUDA and the process's peak RSS on CPU, so the two kinds do not compare.", ""]
     return "\n".join(head + sections).rstrip() + "\n"
 
 
 def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportConfig, data_reports_dir: Path,
                      out_dir: Path) -> str:
-    runs = data.of_dataset(dataset)
-    groups = group_replicates(runs)
+    replicates = data.of_dataset(dataset)
+    groups = group_replicates(replicates)
     lines = [f"## {dataset}", ""]
-    n_classes = _num_classes(data, runs)
-    facts = [f"{len(runs)} run{'s' if len(runs) != 1 else ''}"]
+    n_classes = _num_classes(data, groups)
+    facts = [f"{len(groups)} run{'s' if len(groups) != 1 else ''}"]
+    if len(replicates) > len(groups):
+        facts[0] += f" ({len(replicates)} trained models: some runs have several seeds)"
     if n_classes:
         facts.append(f"{n_classes} classes")
-    if runs["num_test"].notna().any():
-        facts.append(f"{int(runs['num_test'].max()):,} test images")
+    if groups["num_test"].notna().any():
+        facts.append(f"{int(groups['num_test'].max()):,} test images")
     lines += [", ".join(facts) + ".", ""]
     links = _data_links(dataset, data_reports_dir, out_dir)
     if links:
         lines += ["Data: " + " · ".join(links), ""]
     lines += [dataset_table(groups, cfg.reference), ""]
-    replicated = [g for _, g in groups.iterrows() if g["n"] > 1]
-    if replicated:
-        lines += [" ".join(f"`{g['run']}` (n={g['n']}) averages {', '.join(f'`{r}`' for r in g['runs'])}."
-                           for g in replicated), ""]
-    if any(any(r in cfg.reference for r in g) for g in groups["runs"]):
+    note = interval_note(groups)
+    if note:
+        lines += [note, ""]
+    if any(run in cfg.reference for run in groups["run"]):
         lines += ["*study s/epoch* and *study acc (%)* are the figures the original study reported for the "
                   "same configuration (best validation accuracy; its hardware differs from ours, so compare "
                   "ratios of s/epoch, not absolute values).", ""]
-    lines += [dataset_summary(groups), ""]
-    for suffix, caption, fig in _dataset_figures(data, dataset, groups, cfg, n_classes):
+    comparisons, alone = dataset_comparisons(data.predictions, list(groups["run"]))
+    lines += [" ".join(t for t in (ranking_summary(groups, comparisons, alone), dataset_summary(groups, comparisons))
+                       if t), ""]
+    if len(comparisons):
+        lines += [f"**Paired comparisons on the same {int(comparisons['images'].max()):,} test images**", "",
+                  comparisons_table(comparisons), ""]
+    figures = [("comparisons", "Paired differences in test top-1", plot_comparisons(comparisons, dataset))]
+    figures += _dataset_figures(data, dataset, groups, cfg, n_classes)
+    for suffix, caption, fig in figures:
         if fig is None:
             continue
         name = f"{dataset}_{suffix}.png"
@@ -120,44 +137,49 @@ def _data_links(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str
 def _dataset_figures(data: RunsData, dataset: str, groups: pd.DataFrame, cfg: ReportConfig,
                      n_classes: int | None) -> list[tuple[str, str, Figure | None]]:
     """(file suffix, caption, figure or None) of every figure the dataset's section may show, in order."""
-    runs = data.of_dataset(dataset)
-    families = family_title(families_in(runs, cfg.family_names), cfg.family_names)
-    figures = [("val_acc", "Validation accuracy per epoch", plot_val_acc(data.curves, runs.index, dataset)),
+    curves = data.mean_curves()
+    families = family_title(families_in(groups, cfg.family_names), cfg.family_names)
+    figures = [("val_acc", "Validation accuracy per epoch (mean over seeds)", plot_val_acc(curves, groups.index, dataset)),
                ("acc_vs_time", "Accuracy vs training time per epoch", plot_acc_vs_time(groups, dataset)),
-               ("family_curves", f"{families} training curves",
-                plot_family_curves(data.curves, runs, dataset, cfg.family_names))]
-    best = _best_run(runs, data)
-    if best is None:
+               ("family_curves", f"{families} training curves (mean over seeds)",
+                plot_family_curves(curves, groups, dataset, cfg.family_names))]
+    shown = _shown_replicate(groups, data)
+    if shown is None:
         return figures
+    run, seed = shown
+    of = f"`{run}` (seed {seed}), the run highest in mean test top-1"
+    predictions = data.predictions[(data.predictions["run"] == run) & (data.predictions["seed"] == seed)]
+    per_class = data.per_class[(data.per_class["run"] == run) & (data.per_class["seed"] == seed)]
     highlight, label = set(cfg.highlight_classes), cfg.highlight_label
     if n_classes and n_classes > MANY_CLASSES:
-        pairs = confused_pairs(data.predictions, best)
+        pairs = confused_pairs(predictions, run)
         return figures + [
-            ("per_class", f"Per-class test accuracy of `{best}`",
-             plot_per_class(data.per_class, best, dataset, highlight, label)),
-            ("confused_pairs", f"Most confused class pairs of `{best}`",
-             plot_confused_pairs(pairs, best, dataset, highlight, label))]
-    return figures + [("confusion", f"Test confusion matrix of `{best}`",
-                       plot_confusion(data.predictions, best, dataset, data.classes(best)))]
+            ("per_class", f"Per-class test accuracy of {of}", plot_per_class(per_class, run, dataset, highlight, label)),
+            ("confused_pairs", f"Most confused class pairs of {of}",
+             plot_confused_pairs(pairs, run, dataset, highlight, label))]
+    return figures + [("confusion", f"Test confusion matrix of {of}",
+                       plot_confusion(predictions, run, dataset, data.classes(run)))]
 
 
-def _num_classes(data: RunsData, runs: pd.DataFrame) -> int | None:
-    if runs["num_classes"].notna().any():
-        return int(runs["num_classes"].max())
-    for run in runs.index:
+def _num_classes(data: RunsData, groups: pd.DataFrame) -> int | None:
+    if groups["num_classes"].notna().any():
+        return int(groups["num_classes"].max())
+    for run in groups["run"]:
         classes = data.classes(run)
         if classes:
             return len(classes)
     return None
 
 
-def _best_run(runs: pd.DataFrame, data: RunsData) -> str | None:
-    """The single run with the highest test top-1 among those with predictions or per-class rows."""
-    have = set(data.predictions["run"]) | set(data.per_class["run"])
-    candidates = runs[runs.index.isin(have)].dropna(subset=["test_top1"])
+def _shown_replicate(groups: pd.DataFrame, data: RunsData) -> tuple[str, int] | None:
+    """(run, seed) whose per-image figures are drawn: the run highest in mean test top-1, its lowest seed,
+    among those with predictions or per-class rows. A selection rule, not a claim that it is the best."""
+    rows = pd.concat([data.predictions[["run", "seed"]], data.per_class[["run", "seed"]]]).drop_duplicates()
+    candidates = groups[groups["run"].isin(set(rows["run"]))].dropna(subset=["test_top1"])
     if not len(candidates):
         return None
-    return candidates.sort_values(["test_top1", "run"], ascending=[False, True]).index[0]
+    run = candidates.sort_values(["test_top1", "run"], ascending=[False, True]).iloc[0]["run"]
+    return run, int(rows.loc[rows["run"] == run, "seed"].min())
 
 
 def _relative(path: Path, start: Path) -> str:

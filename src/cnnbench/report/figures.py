@@ -230,7 +230,7 @@ def plot_per_class(per_class: pd.DataFrame, run: str, dataset: str, highlight: s
         ax.set_xlim(0, 105)
         ax.grid(axis="y", visible=False)
         ax.set(xlabel="test accuracy of the class = recall (%)",
-               title=f"{dataset}: per-class test accuracy ({n} classes)\nof the best run, {run}")
+               title=f"{dataset}: per-class test accuracy ({n} classes)\nof {run}")
         ax.xaxis.set_ticks_position("both")
         ax.tick_params(axis="x", labeltop=True)
         fig.tight_layout()
@@ -270,7 +270,7 @@ def plot_confused_pairs(pairs: pd.DataFrame, run: str, dataset: str, highlight: 
         ax.set_xlim(0, pairs["count"].max() * 1.15)
         _integer_xaxis(ax)
         ax.set(xlabel="test images misclassified (count)",
-               title=f"{dataset}: most confused class pairs (true → predicted)\nof the best run, {run}")
+               title=f"{dataset}: most confused class pairs (true → predicted)\nof {run}")
         fig.tight_layout()
         if any(c == HIGHLIGHT for c in colours):
             ax.legend(handles=[Patch(color=HIGHLIGHT, label=f"true or predicted class: {highlight_label}")],
@@ -295,7 +295,7 @@ def plot_confusion(predictions: pd.DataFrame, run: str, dataset: str, classes: l
                     annot_kws={"fontsize": 8 if n > 10 else 9}, xticklabels=names, yticklabels=names,
                     cbar_kws={"label": "share of the true class's test images"}, linewidths=0.5, ax=ax)
         ax.set(xlabel="predicted class", ylabel="true class",
-               title=f"{dataset}: test confusion matrix of {run} (best run, counts)")
+               title=f"{dataset}: test confusion matrix of {run} (counts)")
         ax.tick_params(axis="x", rotation=45 if max(map(len, names)) > 3 else 0)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right" if max(map(len, names)) > 3 else "center")

@@ -1,41 +1,49 @@
 """Loading a suite's runs: what the train and evaluate stages wrote, as tables.
 
-Reads only `<runs_dir>/<run>/train/seed<k>/` (DVCLive's params.yaml, metrics.json and TSV curves)
-and `<runs_dir>/<run>/eval/seed<k>/` (metrics.json, per_class.csv, predictions.csv): one row per
-replicate, named after the run (`<run>/seed<k>` when the run has several seeds). Any missing
-optional file leaves its columns blank; an unreadable one is a CnnbenchError that names it.
+Each run writes one directory per seed, even with a single seed: `<runs_dir>/<run>/train/seed<k>/`
+(DVCLive's params.yaml, metrics.json and TSV curves) and `<runs_dir>/<run>/eval/seed<k>/`
+(metrics.json, per_class.csv, predictions.csv, scores.npz); see cnnbench.replicates. One row per (run, seed) replicate; a run whose other
+seeds are not written yet is simply fewer rows. Any missing optional file leaves its columns
+blank; an unreadable one is a CnnbenchError that names it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from cnnbench.class_scores import SCORES, ClassScores, load_scores
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object
 from cnnbench.replicates import find_replicates
 
-# Numeric run metrics: flat keys of train/metrics.json (DVCLive summary) and of eval/metrics.json.
+# Numeric run metrics always present as columns: flat keys of train/metrics.json (DVCLive summary) and
+# of eval/metrics.json. Any other flat number in a `<stage>/seed<k>/metrics.json` becomes a column too,
+# so a claim may name a metric a later stage adds (an inference latency, say).
 TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
               "params", "flops_per_image", "epochs")
-EVAL_KEYS = ("test_top1", "test_top5", "test_macro_f1", "test_loss", "test_top1_tta", "num_test", "num_classes")
+EVAL_KEYS = ("test_top1", "test_top1_ci_low", "test_top1_ci_high", "test_top5", "test_macro_f1", "test_loss",
+             "test_top1_tta", "num_test", "num_classes")
 AGG_KEYS = TRAIN_KEYS + EVAL_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
+SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 @dataclass
 class RunsData:
-    """A suite's runs as tables: one row per run, plus long-format curves, per-class rows and predictions."""
+    """A suite's replicates as tables: one row per (run, seed), with long-format curves, per-class rows and predictions."""
 
-    runs: pd.DataFrame         # index run; dataset, model, pretrained, seed, config, TRAIN_KEYS, EVAL_KEYS, ...
-    curves: pd.DataFrame       # run, series (e.g. "val/acc"), epoch (1-based), value
-    per_class: pd.DataFrame    # run, class, precision, recall, f1, support
-    predictions: pd.DataFrame  # run, index, id, true, predicted, confidence
+    runs: pd.DataFrame         # run, seed, dataset, model, family, pretrained, config, ..., AGG_KEYS and other metrics
+    curves: pd.DataFrame       # run, seed, series (e.g. "val/acc"), epoch (1-based), value
+    per_class: pd.DataFrame    # run, seed, class, precision, recall, f1, support
+    predictions: pd.DataFrame  # run, seed, index, id, true, predicted, confidence
+    eval_dirs: dict[tuple[str, int], Path] = field(default_factory=dict)  # (run, seed) -> its eval/ directory
 
     @property
     def datasets(self) -> list[str]:
@@ -45,74 +53,96 @@ class RunsData:
         return self.runs[self.runs["dataset"] == dataset]
 
     def classes(self, run: str) -> list[str] | None:
-        """The run's class names in evaluation order (from per_class.csv, else predictions.csv)."""
+        """The run's class names in evaluation order (from per_class.csv, else predictions.csv), its first seed's."""
         rows = self.per_class[self.per_class["run"] == run]
         if len(rows):
-            return list(rows["class"])
+            return list(rows[rows["seed"] == rows["seed"].min()]["class"])
         preds = self.predictions[self.predictions["run"] == run]
         if len(preds):
             return sorted(set(preds["true"]) | set(preds["predicted"]))
         return None
 
+    def mean_curves(self) -> pd.DataFrame:
+        """The curves averaged over each run's seeds: one line per run and series."""
+        return self.curves.groupby(["run", "series", "epoch"], as_index=False, sort=False)["value"].mean()
+
+    def scores(self, run: str, seed: int) -> ClassScores | None:
+        """The per-image class probabilities one replicate's evaluation wrote, if it wrote them."""
+        eval_dir = self.eval_dirs.get((run, seed))
+        return load_scores(eval_dir / SCORES) if eval_dir is not None else None
+
 
 def load_runs(runs_dir: str | Path) -> RunsData:
     """Every replicate under runs_dir that has written anything; a missing runs_dir means no runs."""
-    rows, curves, per_class, predictions = [], [], [], []
-    for replicate in find_replicates(runs_dir):
-        name, train_dir, eval_dir = replicate.name, replicate.train_dir, replicate.eval_dir
-        row = _load_run_row(name, train_dir, eval_dir)
+    rows, curves, per_class, predictions, eval_dirs = [], [], [], [], {}
+    for run, seed, stage_dirs in _replicates(Path(runs_dir)):
+        train_dir, eval_dir = stage_dirs["train"], stage_dirs["eval"]
+        row = _load_row(run, seed, stage_dirs)
         if row is None:
             continue
         rows.append(row)
-        curves.extend(_load_curves(name, train_dir))
-        per_class.append(_read_csv(eval_dir / "per_class.csv", "class", name))
-        predictions.append(_read_csv(eval_dir / "predictions.csv", ("true", "predicted"), name))
-    runs = pd.DataFrame(rows, columns=_RUN_COLUMNS).set_index("run", drop=False).rename_axis(None)
+        curves.extend(_load_curves(run, seed, train_dir))
+        per_class.append(_read_csv(eval_dir / "per_class.csv", "class", run, seed))
+        predictions.append(_read_csv(eval_dir / "predictions.csv", ("true", "predicted"), run, seed))
+        eval_dirs[(run, seed)] = eval_dir
+    extra = sorted({k for row in rows for k in row} - set(_RUN_COLUMNS))
+    runs = pd.DataFrame(rows, columns=_RUN_COLUMNS + extra)
     return RunsData(
         runs=runs,
-        curves=pd.DataFrame(curves, columns=["run", "series", "epoch", "value"]),
-        per_class=_concat(per_class, ["run", "class", "precision", "recall", "f1", "support"]),
-        predictions=_concat(predictions, ["run", "index", "id", "true", "predicted", "confidence"]),
+        curves=pd.DataFrame(curves, columns=["run", "seed", "series", "epoch", "value"]),
+        per_class=_concat(per_class, ["run", "seed", "class", "precision", "recall", "f1", "support"]),
+        predictions=_concat(predictions, ["run", "seed", "index", "id", "true", "predicted", "confidence"]),
+        eval_dirs=eval_dirs,
     )
 
 
-_RUN_COLUMNS = ["run", "dataset", "model", "family", "pretrained", "seed", "config", "peak_mem_kind", "device",
-                "has_train", "has_eval", *AGG_KEYS]
+def _replicates(runs_dir: Path) -> list[tuple[str, int, dict[str, Path]]]:
+    """(run, seed, stage -> directory) of every replicate under runs_dir, by run name then seed."""
+    found = []
+    for replicate in find_replicates(runs_dir):
+        match = SEED_DIR.match(replicate.seed_dir)
+        if match:
+            found.append((replicate.run, int(match.group(1)), replicate.stage_dirs))
+    return sorted(found, key=lambda r: (r[0], r[1]))
 
 
-def _load_run_row(name: str, train_dir: Path, eval_dir: Path) -> dict | None:
-    params = _read_yaml(train_dir / "params.yaml")
-    train = read_json_object(train_dir / "metrics.json")
-    evaluation = read_json_object(eval_dir / "metrics.json")
-    if params is None and train is None and evaluation is None:
+_IDENTITY = ["run", "seed", "dataset", "model", "family", "pretrained", "config", "peak_mem_kind", "device",
+             "has_train", "has_eval"]
+_RUN_COLUMNS = [*_IDENTITY, *AGG_KEYS]
+
+
+def _load_row(run: str, seed: int, stage_dirs: dict[str, Path]) -> dict | None:
+    params = _read_yaml(stage_dirs["train"] / "params.yaml")
+    metrics = {stage: read_json_object(d / "metrics.json") for stage, d in stage_dirs.items()}
+    train, evaluation = metrics.get("train"), metrics.get("eval")
+    if params is None and not any(m is not None for m in metrics.values()):
         return None
-    params, train, evaluation = params or {}, train or {}, evaluation or {}
+    params, train = params or {}, train or {}
     train_cfg = dict(params.get("train") or {})
-    seed = train_cfg.pop("seed", None)
-    # Replicates share everything but the seed: that is their group key.
-    config = json.dumps({"dataset": params.get("dataset"), "model": params.get("model"), "train": train_cfg},
-                        sort_keys=True, default=str)
+    train_cfg.pop("seed", None)
     row = {
-        "run": name,
+        "run": run,
+        "seed": seed,
         "dataset": str(params.get("dataset") or "unknown"),
         "model": str(params.get("model") or "unknown"),
         "family": str(params.get("model_family") or ""),
         "pretrained": _pretrained_label(train_cfg.get("pretrained")),
-        "seed": seed,
-        "config": config,
+        # What a run on another dataset must share with this one to be "the same run" there: pairs.py reads it.
+        "config": json.dumps({"model": params.get("model"), "train": train_cfg}, sort_keys=True, default=str),
         "peak_mem_kind": train.get("peak_mem_kind"),
         "device": train.get("device"),
         "has_train": bool(train),
         "has_eval": bool(evaluation),
     }
-    for key in TRAIN_KEYS:
-        row[key] = as_number(train.get(key))
-    for key in EVAL_KEYS:
-        row[key] = as_number(evaluation.get(key))
+    for values in metrics.values():
+        row.update({k: as_number(v) for k, v in (values or {}).items()
+                    if k not in _IDENTITY and not math.isnan(as_number(v))})
+    for key in AGG_KEYS:
+        row.setdefault(key, math.nan)
     return row
 
 
-def _load_curves(name: str, train_dir: Path) -> list[tuple]:
+def _load_curves(run: str, seed: int, train_dir: Path) -> list[tuple]:
     out = []
     for series in CURVES:
         path = train_dir / "plots" / "metrics" / f"{series}.tsv"
@@ -124,7 +154,7 @@ def _load_curves(name: str, train_dir: Path) -> list[tuple]:
             steps = table["step"].astype(int)
         except (ValueError, KeyError, pd.errors.ParserError) as err:
             raise CnnbenchError(f"{path}: not a DVCLive metric TSV ({err}); re-run the train stage.") from None
-        out.extend((name, series, int(s) + 1, float(v)) for s, v in zip(steps, values))
+        out.extend((run, seed, series, int(s) + 1, float(v)) for s, v in zip(steps, values))
     return out
 
 
@@ -138,7 +168,7 @@ def _read_yaml(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_csv(path: Path, str_columns, run: str) -> pd.DataFrame | None:
+def _read_csv(path: Path, str_columns, run: str, seed: int) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     # Class names may look like numbers (digits: "0".."9"); they stay strings.
@@ -151,12 +181,18 @@ def _read_csv(path: Path, str_columns, run: str) -> pd.DataFrame | None:
     if missing:
         raise CnnbenchError(f"{path}: missing column(s) {', '.join(missing)}; re-run the evaluate stage.")
     table.insert(0, "run", run)
+    table.insert(1, "seed", seed)
     return table
 
 
 def _concat(tables: list, columns: list[str]) -> pd.DataFrame:
     tables = [t for t in tables if t is not None and len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The numeric per-replicate metrics among `runs`' columns: AGG_KEYS and whatever else a stage wrote."""
+    return [c for c in runs.columns if c not in _IDENTITY]
 
 
 def as_number(value) -> float:

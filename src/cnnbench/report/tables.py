@@ -1,6 +1,7 @@
-"""Tables and sentences: one dataset's runs as a markdown table, its summary, the suite's metrics.
+"""Tables and sentences: one dataset's runs as a markdown table, its trade-off sentence, the suite's metrics.
 
-Replicates (runs identical but for train.seed) become one row of mean ± std.
+A run's seeds become one row: means, with test top-1's 95 % interval (Wilson's over the test images
+for one seed, Student's t over seeds for several) and standard deviations over seeds for the rest.
 """
 
 from __future__ import annotations
@@ -9,30 +10,45 @@ import math
 
 import pandas as pd
 
-from cnnbench.report.runs import AGG_KEYS, as_number
+from cnnbench.report.runs import as_number, metric_columns
+from cnnbench.stats import seed_interval
 
 MEM_KIND = {"cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
+MINUS = "\u2212"  # a typographic minus: "−0.4" reads as a number, "-0.4" can read as a dash
 
 
 def group_replicates(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per config (runs identical but for train.seed): means, `<key>_std` and n."""
+    """One row per run, indexed by run: its seeds' means, `<key>_std`, n, and test top-1's interval."""
     out = []
-    for _, group in runs.groupby("config", sort=False):
-        group = group.sort_values("run")
+    metrics = metric_columns(runs)
+    for _, group in runs.groupby("run", sort=True):
+        group = group.sort_values("seed")
         first = group.iloc[0]
-        row = {k: first[k] for k in ("run", "dataset", "model", "pretrained", "peak_mem_kind")}
-        row["runs"] = list(group["run"])
-        row["seeds"] = list(group["seed"])
+        row = {k: first[k] for k in ("run", "dataset", "model", "family", "pretrained", "peak_mem_kind")}
+        row["seeds"] = [int(s) for s in group["seed"]]
         row["n"] = len(group)
         row["device"] = ", ".join(sorted({str(d) for d in group["device"] if isinstance(d, str)}))
-        for key in AGG_KEYS:
+        for key in metrics:
             values = group[key].dropna()
             row[key] = values.mean() if len(values) else math.nan
             row[f"{key}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        row.update(_top1_interval(group))
         out.append(row)
-    columns = ["run", "dataset", "model", "pretrained", "peak_mem_kind", "runs", "seeds", "n", "device",
-               *[c for k in AGG_KEYS for c in (k, f"{k}_std")]]
-    return pd.DataFrame(out, columns=columns)
+    columns = ["run", "dataset", "model", "family", "pretrained", "peak_mem_kind", "seeds", "n", "device",
+               *[c for k in metrics for c in (k, f"{k}_std")], "top1_low", "top1_high", "top1_n"]
+    return pd.DataFrame(out, columns=columns, index=[r["run"] for r in out])
+
+
+def _top1_interval(group: pd.DataFrame) -> dict:
+    """Test top-1's 95 % interval: the one evaluate wrote (Wilson) for one seed, Student's t over several."""
+    evaluated = group.dropna(subset=["test_top1"])
+    if len(evaluated) == 1:
+        row = evaluated.iloc[0]
+        return {"top1_low": row["test_top1_ci_low"], "top1_high": row["test_top1_ci_high"], "top1_n": 1}
+    interval = seed_interval(evaluated["test_top1"])
+    if interval is None:
+        return {"top1_low": math.nan, "top1_high": math.nan, "top1_n": 0}
+    return {"top1_low": interval.low, "top1_high": interval.high, "top1_n": interval.n}
 
 
 def fmt(value: float, std: float = math.nan, kind: str = "num") -> str:
@@ -50,6 +66,39 @@ def fmt(value: float, std: float = math.nan, kind: str = "num") -> str:
     if not math.isnan(std):
         text += f" ± {one(std)}"
     return text
+
+
+def fmt_top1(group: pd.Series) -> str:
+    """Test top-1 as `97.0 ± 1.7`: the mean and half the width of its 95 % interval, in percent."""
+    if math.isnan(group["test_top1"]):
+        return ""
+    if math.isnan(group["top1_low"]) or math.isnan(group["top1_high"]):
+        return f"{100 * group['test_top1']:.1f}"
+    return f"{100 * group['test_top1']:.1f} ± {50 * (group['top1_high'] - group['top1_low']):.1f}"
+
+
+def interval_note(groups: pd.DataFrame) -> str:
+    """The line under a table that says which interval its test top-1 cells show."""
+    kinds = set(groups.loc[groups["test_top1"].notna(), "top1_n"])
+    what = []
+    if 1 in kinds:
+        what.append("Wilson's interval over the test images for a run with one seed")
+    if any(k > 1 for k in kinds):
+        what.append("Student's t interval over the seeds (n in the run column) for a run with several")
+    if not what:
+        return ""
+    return (f"*test top-1* is the mean ± half the width of its 95 % interval: {'; '.join(what)}. Other ± are "
+            "standard deviations over seeds.")
+
+
+def points(fraction: float) -> str:
+    """A difference of accuracies in signed percentage points: `+0.3`, `−0.4`."""
+    return f"{100 * fraction:+.1f}".replace("-", MINUS)
+
+
+def difference_text(diff: float, low: float, high: float) -> str:
+    """`difference +0.3 points, 95 % interval −0.4 … +1.0`."""
+    return f"difference {points(diff)} points, 95 % interval {points(low)} … {points(high)}"
 
 
 def _fmt_flops(flops: float) -> str:
@@ -71,8 +120,8 @@ def _run_label(group: pd.Series) -> str:
 
 
 def dataset_table(groups: pd.DataFrame, reference: dict) -> str:
-    """The markdown table of one dataset's runs; replicates as mean ± std, the study's figures beside ours."""
-    has_ref = any(any(r in reference for r in g["runs"]) for _, g in groups.iterrows())
+    """The markdown table of one dataset's runs, one row per run (seeds averaged), the study's figures beside ours."""
+    has_ref = any(run in reference for run in groups["run"])
     header = ["run", "model", "pretrained", "params (M)", "FLOPs/image", "peak memory (MB)", "s/epoch",
               "images/s", "best val acc (%)", "test top-1 (%)", "top-5 (%)", "macro-F1", "device"]
     if has_ref:
@@ -90,53 +139,65 @@ def dataset_table(groups: pd.DataFrame, reference: dict) -> str:
             fmt(g["sec_per_epoch"], g["sec_per_epoch_std"], "sec"),
             fmt(g["images_per_sec"], g["images_per_sec_std"], "int"),
             fmt(g["best_val_acc"], g["best_val_acc_std"], "pct"),
-            fmt(g["test_top1"], g["test_top1_std"], "pct"),
+            fmt_top1(g),
             top5,
             fmt(g["test_macro_f1"], g["test_macro_f1_std"], "f1"),
             g["device"],
         ]
         if has_ref:
-            ref = next((reference[r] for r in g["runs"] if r in reference), {})
+            ref = reference.get(g["run"], {})
             cells += [fmt(as_number(ref.get("sec_per_epoch")), kind="sec"),
                       fmt(as_number(ref.get("best_val_acc")), kind="pct")]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 
-def dataset_summary(groups: pd.DataFrame) -> str:
-    """Two sentences: the best run by test top-1 and the accuracy-vs-time trade-off."""
-    metric, what = accuracy_metric(groups)
-    ranked = groups.dropna(subset=[metric])
-    if not len(ranked):
-        return "No run of this dataset has accuracy figures yet."
-    best = ranked.loc[ranked[metric].idxmax()]
-    mean_of = f", mean of {best['n']} seeds" if best["n"] > 1 else ""
-    score = fmt(best[metric], kind="pct")
-    text = [f"**Best by {what.replace('best ', '')}:** `{best['run']}` ({best['model']}, {score} %{mean_of})."]
-    if metric == "best_val_acc":
-        text[0] = "No run is evaluated on the test split yet. " + text[0]
-    elif len(ranked) < len(groups):
-        missing = len(groups) - len(ranked)
-        text.append(f"({missing} run{'s are' if missing > 1 else ' is'} not evaluated yet and left out.)")
-    timed = ranked.dropna(subset=["sec_per_epoch"])
-    if len(timed) > 1:
-        fast = timed.loc[timed["sec_per_epoch"].idxmin()]
-        top = timed.loc[timed[metric].idxmax()]
-        if fast["run"] == top["run"]:
-            text.append(f"**Accuracy vs time:** `{fast['run']}` is both the fastest "
-                        f"({fmt(fast['sec_per_epoch'], kind='sec')} s/epoch) and the most accurate.")
-        else:
-            ratio = top["sec_per_epoch"] / fast["sec_per_epoch"]
-            gain = 100 * (top[metric] - fast[metric])
-            text.append(
-                f"**Accuracy vs time:** the fastest run, `{fast['run']}`, takes "
-                f"{fmt(fast['sec_per_epoch'], kind='sec')} s/epoch for {fmt(fast[metric], kind='pct')} %; "
-                f"the most accurate, `{top['run']}`, takes {fmt(top['sec_per_epoch'], kind='sec')} s/epoch "
-                f"({ratio:.1f}× as long) for {fmt(top[metric], kind='pct')} % ({gain:+.2f} points).")
-        devices = {d for d in timed["device"] if d}
-        if len(devices) > 1:
-            text.append(f"Timings come from different devices ({'; '.join(sorted(devices))}): compare with care.")
-    return " ".join(text)
+def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> str:
+    """The accuracy-vs-time sentence: the fastest run against the one highest in test top-1, and whether
+    their paired difference (a row of compare.compare_runs' table) is beyond noise."""
+    timed = groups.dropna(subset=["test_top1", "sec_per_epoch"])
+    if len(timed) < 2:
+        return ""
+    fast = timed.loc[timed["sec_per_epoch"].idxmin()]
+    top = timed.sort_values(["test_top1", "run"], ascending=[False, True]).iloc[0]
+    if fast["run"] == top["run"]:
+        speed = f"**Accuracy vs time:** `{fast['run']}` is the fastest ({fmt(fast['sec_per_epoch'], kind='sec')} s/epoch)"
+        close = _within_noise_of(comparisons, top["run"])
+        text = (f"{speed} and the highest in test top-1." if not close else
+                f"{speed}; in test top-1 it is within noise of {', '.join(f'`{r}`' for r in close)}.")
+    else:
+        ratio = top["sec_per_epoch"] / fast["sec_per_epoch"]
+        text = (f"**Accuracy vs time:** the fastest run, `{fast['run']}`, takes {fmt(fast['sec_per_epoch'], kind='sec')} "
+                f"s/epoch for {100 * fast['test_top1']:.1f} %; the highest in test top-1, `{top['run']}`, takes "
+                f"{fmt(top['sec_per_epoch'], kind='sec')} s/epoch ({ratio:.1f}× as long) for "
+                f"{100 * top['test_top1']:.1f} % ({_gain(comparisons, top['run'], fast['run'])}).")
+    devices = {d for d in timed["device"] if d}
+    if len(devices) > 1:
+        text += f" Timings come from different devices ({'; '.join(sorted(devices))}): compare with care."
+    return text
+
+
+def _within_noise_of(comparisons: pd.DataFrame | None, run: str) -> list[str]:
+    """The runs whose paired difference with `run` is within noise."""
+    if comparisons is None:
+        return []
+    rows = comparisons[~comparisons["beyond_noise"].astype(bool)]
+    return sorted({b if a == run else a for a, b in zip(rows["a"], rows["b"]) if run in (a, b)})
+
+
+def _gain(comparisons: pd.DataFrame | None, top: str, other: str) -> str:
+    """`top` minus `other` in words: beyond noise or not, from their paired comparison."""
+    if comparisons is None:
+        return "not compared image by image"
+    pair = {top, other}
+    rows = comparisons[[{a, b} == pair for a, b in zip(comparisons["a"], comparisons["b"])]]
+    if not len(rows):
+        return "not compared image by image"
+    row = rows.iloc[0]
+    sign = 1 if row["a"] == top else -1
+    low, high = sorted([sign * row["low"], sign * row["high"]])
+    words = difference_text(sign * row["diff"], low, high)
+    return words if low > 0 or high < 0 else f"within noise: {words}"
 
 
 def accuracy_metric(groups: pd.DataFrame) -> tuple[str, str]:
@@ -146,12 +207,16 @@ def accuracy_metric(groups: pd.DataFrame) -> tuple[str, str]:
     return "best_val_acc", "best validation accuracy"
 
 
-def suite_metrics(runs: pd.DataFrame) -> dict:
-    """Per-run headline numbers for `dvc metrics show` (the report stage's metrics.json)."""
+def suite_metrics(groups: pd.DataFrame) -> dict:
+    """Per-run headline numbers for `dvc metrics show` (the report stage's metrics.json): means over seeds,
+    test top-1's 95 % interval and the number of seeds."""
     keys = ("best_val_acc", "test_top1", "test_top5", "test_macro_f1", "test_top1_tta", "sec_per_epoch",
             "images_per_sec", "peak_mem_mb")
-    return {run: {k: round(float(row[k]), 6) for k in keys if not math.isnan(row[k])}
-            for run, row in runs.iterrows()}
+    out = {}
+    for run, row in groups.iterrows():
+        values = {k: row[k] for k in keys} | {"test_top1_ci_low": row["top1_low"], "test_top1_ci_high": row["top1_high"]}
+        out[run] = {k: round(float(v), 6) for k, v in values.items() if not math.isnan(v)} | {"seeds": int(row["n"])}
+    return out
 
 
 def short_run_name(run: str, dataset: str) -> str:
