@@ -124,7 +124,8 @@ def test_param_change_reruns_only_that_run_and_the_report(project):
     params["runs"]["digits-b"]["train"]["epochs"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = dvc(project, "status", "--with-deps", "report@offline", "--json").stdout
-    assert set(json.loads(status)) == {"train@digits-b"}  # what changed; evaluate and report follow it
+    # What changed (evaluate reads the run's seeds, so its params changed too); the report follows them.
+    assert set(json.loads(status)) == {"train@digits-b", "evaluate@digits-b"}
     out = dvc(project, "repro", "report@offline").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"train@digits-b", "evaluate@digits-b", "report@offline"}
@@ -183,6 +184,38 @@ def test_going_back_to_the_committed_lock_keeps_every_checkpoint(project):
     git(project, "checkout", "HEAD", "--", "dvc.lock")
     dvc(project, "checkout")
     for run in ("digits-a", "digits-b"):
-        assert {p.name for p in (project / "data" / "runs" / run / "seed0").iterdir()} >= {"best.pt", "last.pt"}
+        [seed_dir] = (project / "data" / "runs" / run).glob("seed*")
+        assert {p.name for p in seed_dir.iterdir()} >= {"best.pt", "last.pt"}
     assert "up to date" in dvc(project, "status", "report@offline").stdout
     assert git(project, "status", "--porcelain", "dvc.lock") == ""
+
+
+def _train_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("epoch ")]
+
+
+def test_adding_a_seed_trains_exactly_one_new_model_and_removing_it_retrains_nothing(project):
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    epochs = params["runs"]["digits-b"]["train"]["epochs"]
+    seed1 = project / "data" / "runs" / "digits-b" / "seed1" / "best.pt"
+    before = seed1.stat().st_mtime_ns
+    try:
+        params["runs"]["digits-b"]["seeds"] = [1, 2]
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        added = dvc(project, "repro", "train@digits-b").stdout
+        assert len(_train_lines(added)) == epochs, added  # one model's epochs: seed 2's
+        assert "seed1: already trained with these params, data and code" in added
+        assert seed1.stat().st_mtime_ns == before
+        assert (project / "data" / "runs" / "digits-b" / "seed2" / "best.pt").is_file()
+
+        params["runs"]["digits-b"]["seeds"] = [1]
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        removed = dvc(project, "repro", "train@digits-b").stdout
+        assert _train_lines(removed) == [], removed
+        assert not (project / "data" / "runs" / "digits-b" / "seed2").exists()
+        assert not (project / "reports" / "runs" / "offline" / "digits-b" / "train" / "seed2").exists()
+    finally:
+        params_path.write_text(original)
+        dvc(project, "repro", "report@offline")
