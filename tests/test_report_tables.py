@@ -7,7 +7,7 @@ from report_fixtures import REFERENCE, make_suite, parse_table
 
 from cnnbench.report.compare import dataset_comparisons
 from cnnbench.report.runs import load_runs
-from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, interval_note, suite_metrics
+from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, interval_note, suite_metrics, suite_timings
 from cnnbench.stats import seed_interval
 
 
@@ -86,4 +86,11 @@ def test_suite_metrics_keep_only_measured_numbers(tmp_path):
     metrics = suite_metrics(group_replicates(load_runs(make_suite(tmp_path, ["digits-resnet18", "cifar10-resnet18"])).runs))
     assert metrics["digits-resnet18"]["test_top1"] == 0.96 and metrics["digits-resnet18"]["seeds"] == 2
     assert metrics["digits-resnet18"]["test_top1_ci_low"] < 0.96 < metrics["digits-resnet18"]["test_top1_ci_high"]
-    assert "test_top1" not in metrics["cifar10-resnet18"] and metrics["cifar10-resnet18"]["best_val_acc"] == 0.8
+    assert "test_top1" not in metrics["cifar10-resnet18"] and metrics["cifar10-resnet18"]["params"] > 0
+
+
+def test_wall_clock_figures_stay_out_of_the_metrics_dvc_diffs(tmp_path):
+    groups = group_replicates(load_runs(make_suite(tmp_path, ["digits-resnet18"])).runs)
+    metrics, timings = suite_metrics(groups)["digits-resnet18"], suite_timings(groups)["digits-resnet18"]
+    clock = {"sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb"}
+    assert not clock & set(metrics) and {"sec_per_epoch", "images_per_sec", "peak_mem_mb"} <= set(timings)

@@ -24,6 +24,7 @@ import pytest
 import torch
 import yaml
 
+import cnnbench.fingerprint as fingerprint_module
 import cnnbench.train as train_module
 from cnnbench.config import RunConfig, TrainConfig, config_to_dict, load_params
 from cnnbench.data.fetch import fetch_source
@@ -38,7 +39,7 @@ from cnnbench.train import NonFiniteLoss, make_schedule, train_run
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"sec_per_epoch", "images_per_sec", "peak_mem_mb", "epoch_seconds"}
+TIMING_KEYS = {"sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb", "epoch_seconds"}
 SUMMARY_KEYS = {"best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
                 "peak_mem_kind", "params", "flops_per_image", "device", "epochs"}
 PLOTS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_seconds")
@@ -242,7 +243,7 @@ def _epochs_done(path: Path) -> int:
     return load_training_state(path).epoch  # written by rename: never half a file
 
 
-def test_finished_checkpoint_is_trained_again_from_scratch(digits, trained, tmp_path, capsys):
+def test_finished_checkpoint_without_its_logs_is_trained_again_from_scratch(digits, trained, tmp_path, capsys):
     first, run, spec, _ = trained
     shutil.copytree(first / "run", tmp_path / "run")
     capsys.readouterr()
@@ -252,6 +253,32 @@ def test_finished_checkpoint_is_trained_again_from_scratch(digits, trained, tmp_
     assert "resuming" not in out
     assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
     assert live_values(tmp_path / "live") == live_values(first / "live")
+
+
+def test_finished_replicate_with_the_same_params_data_and_code_is_kept(digits, trained, tmp_path, capsys):
+    first, run, spec, _ = trained
+    shutil.copytree(first / "run", tmp_path / "run")
+    shutil.copytree(first / "live", tmp_path / "live")
+    before = (tmp_path / "run" / BEST).stat().st_mtime_ns
+    capsys.readouterr()
+    summary = train_in_process(digits, tmp_path, run, spec)
+    out, _ = capsys.readouterr()
+    assert "already trained with these params, data and code (3 epochs); kept" in out
+    assert not [line for line in out.splitlines() if line.startswith("epoch")]
+    assert (tmp_path / "run" / BEST).stat().st_mtime_ns == before
+    assert summary == json.loads((first / "live" / "metrics.json").read_text())
+
+
+def test_finished_replicate_trained_by_other_code_is_trained_again(digits, trained, tmp_path, capsys, monkeypatch):
+    first, run, spec, _ = trained
+    shutil.copytree(first / "run", tmp_path / "run")
+    shutil.copytree(first / "live", tmp_path / "live")
+    monkeypatch.setattr(fingerprint_module, "code_fingerprint", lambda: "edited-code")
+    capsys.readouterr()
+    train_in_process(digits, tmp_path, run, spec)
+    out, err = capsys.readouterr()
+    assert "kept" not in out and "was trained with other settings; training from scratch" in err
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
 
 
 def test_checkpoint_from_other_settings_is_not_resumed(digits, trained, tmp_path, capsys):

@@ -372,6 +372,7 @@ def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist,
         "best_val_acc": max(row["val_acc"] for row in history),
         "final_val_acc": history[-1]["val_acc"],
         "sec_per_epoch": round(sec, 4),
+        "train_seconds": round(sum(t["epoch_seconds"] for t in timings), 2),  # every epoch, warm-up included
         "images_per_sec": round(statistics.median(rates), 1),
         "peak_mem_mb": round(peak, 1),
         "peak_mem_kind": kind,

@@ -35,7 +35,7 @@ from cnnbench.report.compare import comparisons_table, dataset_comparisons, plot
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
 from cnnbench.report.tables import (dataset_summary, dataset_table, figure_markdown, group_replicates, interval_note,
-                                    suite_metrics)
+                                    suite_metrics, suite_timings)
 
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 
@@ -43,7 +43,7 @@ MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace
 def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportConfig, suite_name: str,
                   datasets: Mapping[str, DatasetConfig], data_reports_dir: str | Path,
                   claims: tuple[ClaimConfig, ...] = ()) -> Path:
-    """Write out_dir/README.md, out_dir/figures/*.png and out_dir/metrics.json for one suite; return the README.
+    """Write out_dir/README.md, figures/*.png, metrics.json, timings.json and plots/ for one suite; return the README.
 
     `datasets` (params.yaml's) declares which datasets pair (see pairs.dropped_classes); the README links the
     data reports and sample sheets it finds in `data_reports_dir`, and opens with `claims` re-tested.
@@ -60,7 +60,10 @@ def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportC
         if pairs:
             sections.append(pairs_section(pairs, data, fig_dir, set(report_cfg.highlight_classes),
                                           report_cfg.highlight_label))
-    write_json_atomic(out_dir / "metrics.json", suite_metrics(group_replicates(data.runs)))
+    groups = group_replicates(data.runs)
+    write_json_atomic(out_dir / "metrics.json", suite_metrics(groups))
+    write_json_atomic(out_dir / "timings.json", suite_timings(groups))
+    write_text_atomic(out_dir / "plots" / "curves.csv", curves_table(data).to_csv(index=False))
     readme = _readme(suite_name, runs_dir, sections, data.runs["run"].nunique())
     return write_text_atomic(out_dir / "README.md", readme)
 
@@ -184,3 +187,15 @@ def _shown_replicate(groups: pd.DataFrame, data: RunsData) -> tuple[str, int] | 
 
 def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def curves_table(data: RunsData) -> pd.DataFrame:
+    """One row per (run, epoch), each curve a column, averaged over seeds: what `dvc plots show` overlays."""
+    curves = data.mean_curves()
+    columns = ["run", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    if not len(curves):
+        return pd.DataFrame(columns=columns)
+    curves = curves[curves["series"].isin(["train/loss", "train/acc", "val/loss", "val/acc"])]
+    wide = curves.pivot_table(index=["run", "epoch"], columns="series", values="value").reset_index()
+    wide.columns = [str(c).replace("/", "_") for c in wide.columns]
+    return wide.reindex(columns=columns).round(6)

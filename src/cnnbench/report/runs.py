@@ -26,7 +26,7 @@ from cnnbench.replicates import find_replicates
 # Numeric run metrics always present as columns: flat keys of train/metrics.json (DVCLive summary) and
 # of eval/metrics.json. Any other flat number in a `<stage>/seed<k>/metrics.json` becomes a column too,
 # so a claim may name a metric a later stage adds (an inference latency, say).
-TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
+TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb",
               "params", "flops_per_image", "epochs")
 EVAL_KEYS = ("test_top1", "test_top1_ci_low", "test_top1_ci_high", "test_top5", "test_macro_f1", "test_loss",
              "test_top1_tta", "num_test", "num_classes")

@@ -208,15 +208,22 @@ def accuracy_metric(groups: pd.DataFrame) -> tuple[str, str]:
 
 
 def suite_metrics(groups: pd.DataFrame) -> dict:
-    """Per-run headline numbers for `dvc metrics show` (the report stage's metrics.json): means over seeds,
-    test top-1's 95 % interval and the number of seeds."""
-    keys = ("best_val_acc", "test_top1", "test_top5", "test_macro_f1", "test_top1_tta", "sec_per_epoch",
-            "images_per_sec", "peak_mem_mb")
+    """Per-run numbers a comparison needs, for `dvc metrics show` and `dvc exp show` (the report's metrics.json):
+    test accuracy with its 95 % interval, macro-F1, params, FLOPs and the number of seeds. Wall-clock
+    figures differ on every rerun, so they go to timings.json, which DVC does not diff."""
+    keys = ("test_top1", "test_macro_f1", "params", "flops_per_image")
     out = {}
     for run, row in groups.iterrows():
         values = {k: row[k] for k in keys} | {"test_top1_ci_low": row["top1_low"], "test_top1_ci_high": row["top1_high"]}
         out[run] = {k: round(float(v), 6) for k, v in values.items() if not math.isnan(v)} | {"seeds": int(row["n"])}
     return out
+
+
+def suite_timings(groups: pd.DataFrame) -> dict:
+    """Per-run wall-clock figures (means over seeds): reported, never compared by `dvc exp diff`."""
+    keys = ("sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb")
+    return {run: {k: round(float(row[k]), 4) for k in keys if k in row and not math.isnan(row[k])}
+            for run, row in groups.iterrows()}
 
 
 def short_run_name(run: str, dataset: str) -> str:
