@@ -11,7 +11,9 @@ import pandas as pd
 
 from cnnbench.report.runs import AGG_KEYS, as_number
 
-MEM_KIND = {"cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
+# cuda_train_max_allocated: steady training epochs, without the resident dataset (train's resident_data_mb);
+# cuda_max_allocated: runs trained before that, whose peak held the dataset and evaluation too.
+MEM_KIND = {"cuda_train_max_allocated": "GPU training", "cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
 
 
 def group_replicates(runs: pd.DataFrame) -> pd.DataFrame:
