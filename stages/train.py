@@ -1,7 +1,9 @@
 """DVC stage `train@<run>`: train one run of params.yaml's `runs:` table.
 
 Checkpoints go to RUN_DIR (kept between invocations, so a killed run resumes), DVCLive logs
-and the run's summary metrics to LIVE_DIR. Multi-GPU: `torchrun --nproc_per_node=N stages/train.py ...`.
+and the run's summary metrics to LIVE_DIR. Several processes: params.yaml's `launch:` (this script
+then reruns itself under torchrun); on the other machines of a multi-node run, the same command
+with `--node-rank K`.
 """
 
 import argparse
@@ -14,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
-from cnnbench.train import train_run
+from cnnbench.launch import relaunch_under_torchrun
 
 
 def main(argv=None) -> int:
@@ -25,9 +27,15 @@ def main(argv=None) -> int:
     parser.add_argument("live_dir", help="DVCLive output, e.g. reports/runs/study/cifar10-resnet18/train")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank when launch.nnodes > 1")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     run = params.run(args.run)
+    code = relaunch_under_torchrun(params.launch, __file__, sys.argv[1:] if argv is None else argv, args.node_rank)
+    if code is not None:
+        return code
+    from cnnbench.train import train_run  # here: a process that only launches torchrun needs no torch
+
     train_run(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
     return 0
 
