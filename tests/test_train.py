@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -372,20 +373,28 @@ def test_ddp_on_two_gloo_processes_matches_one_process(digits, tmp_path):
     assert difference <= DDP_TOLERANCE
 
 
-def poisoned_rank_script(directory: Path, rank: int) -> Path:
-    """An entry point for torchrun that runs stages/train.py with NaN images on one rank only."""
-    script = directory / "poisoned_rank.py"
+def poisoned_script(directory: Path, ranks: str = "01", after_steps: int = 0) -> Path:
+    """An entry point for torchrun that runs stages/train.py with NaN images on `ranks` after `after_steps` steps."""
+    script = directory / "poisoned.py"
     script.write_text(f"""
 import os, runpy, sys
 sys.path.insert(0, {str(ROOT / "src")!r})
 import cnnbench.train as train
-if os.environ["RANK"] == "{rank}":
-    real = train.augment
-    train.augment = lambda x, cfg, gen: real(x, cfg, gen) * float("nan")
+if os.environ["RANK"] in {ranks!r}:
+    real, calls = train.augment, []
+    def poisoned(x, cfg, gen):
+        calls.append(1)
+        return real(x, cfg, gen) * (float("nan") if len(calls) > {after_steps} else 1.0)
+    train.augment = poisoned
 sys.argv[0] = {str(ROOT / "stages" / "train.py")!r}
 runpy.run_path(sys.argv[0], run_name="__main__")
 """)
     return script
+
+
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *args],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -393,17 +402,49 @@ def test_nan_on_one_rank_stops_every_rank_with_the_message(digits, tmp_path):
     """The non-finite check is collective: rank 0, whose loss is finite, stops with rank 1 instead of
     waiting in backward's all-reduce for a peer that is gone."""
     params, _, _ = tiny_run(tmp_path, epochs=2)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-         str(poisoned_rank_script(tmp_path, rank=1)), "tiny", str(digits), str(tmp_path / "run"),
-         str(tmp_path / "live"), "--params", str(params), "--device", "cpu"],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    result = torchrun(str(poisoned_script(tmp_path, ranks="1")), "tiny", str(digits), str(tmp_path / "run"),
+                      str(tmp_path / "live"), "--params", str(params), "--device", "cpu")
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: the training loss became nan at epoch 1, step 1. Lower train.lr, or check the data; "
                       "the last good checkpoint is kept."] * 2, result.stderr[-3000:]
     assert "raise NonFiniteLoss" not in result.stderr  # the door's one line, no traceback, on both ranks
     assert not (tmp_path / "run" / LAST).exists() and not (tmp_path / "live" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_two_node_run_resumes_from_node_0s_checkpoint_alone(digits, tmp_path):
+    """Each machine has its own disk, so only node 0 has last.pt: rank 0 reads it and sends it, and
+    both nodes resume at the same epoch (a rank starting afresh would train one epoch more than the other)."""
+    params, run, _ = tiny_run(tmp_path, epochs=3)
+    steps_per_epoch = len(np.load(digits / "train_y.npy")) // run.train.batch_size
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    first = torchrun(str(poisoned_script(tmp_path, after_steps=steps_per_epoch)), "tiny", str(digits),
+                     str(node0 / "run"), str(node0 / "live"), "--params", str(params), "--device", "cpu")
+    assert "became nan at epoch 2, step 1" in first.stderr, first.stderr[-3000:]
+    assert load_training_state(node0 / "run" / LAST).epoch == 1
+
+    raw = yaml.safe_load(params.read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    raw["launch"] = {"nproc_per_node": 1, "nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{port}"}
+    params.write_text(yaml.safe_dump(raw))
+    args = ["tiny", str(digits), "--params", str(params), "--device", "cpu"]
+    second = subprocess.Popen([sys.executable, "stages/train.py", *args[:2], str(node1 / "run"), str(node1 / "live"),
+                               *args[2:], "--node-rank", "1"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        main = subprocess.run([sys.executable, "stages/train.py", *args[:2], str(node0 / "run"), str(node0 / "live"),
+                               *args[2:]], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        log, _ = second.communicate(timeout=60)
+    finally:
+        second.kill()
+    assert main.returncode == 0 and second.returncode == 0, main.stderr[-3000:] + log[-3000:]
+    assert f"resuming tiny from {node0 / 'run' / LAST}: 1/3 epochs done" in main.stdout
+    metrics = json.loads((node0 / "live" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True and metrics["epochs"] == 3
+    assert not (node1 / "run").exists()
 
 
 def test_dropout_seed_differs_per_rank_and_is_unchanged_on_rank_0():

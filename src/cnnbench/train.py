@@ -290,6 +290,26 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
 def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> TrainingState:
     """The state of an unfinished run with the same settings, loaded into the objects; else a fresh start.
 
+    Under DDP rank 0 alone reads last.pt and sends the others what it found: on several machines only
+    node 0 has it, and every rank must start from the same epoch and weights.
+    """
+    found = _resumable_state(path, fingerprint, epochs, env) if env.main else None
+    if env.world > 1:
+        box = [found]
+        dist.broadcast_object_list(box, src=0)
+        found = box[0]
+    if isinstance(found, CnnbenchError):
+        raise found
+    if found.epoch:
+        model.load_state_dict(found.weights)
+        optimizer.load_state_dict(found.optimizer)
+        schedule.load_state_dict(found.schedule)
+    return found
+
+
+def _resumable_state(path: Path, fingerprint: str, epochs: int, env: Dist) -> TrainingState | CnnbenchError:
+    """What rank 0 finds in last.pt: a state to resume, a fresh start (epoch 0), or the error that stops every rank.
+
     A last.pt that is not a plain-data checkpoint is an error, not a fresh start: cnnbench did not
     write it (its writes are atomic), and deleting it is the user's decision.
     """
@@ -297,22 +317,18 @@ def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedul
     if not path.is_file():
         return fresh
     try:
-        state = load_training_state(path, env.device)
+        # Under DDP on the CPU side: the state travels to other ranks, whose devices are not this one.
+        state = load_training_state(path, env.device if env.world == 1 else "cpu")
     except CnnbenchError as err:
-        raise CnnbenchError(f"{err} Delete it to train this run from scratch.") from None
+        return CnnbenchError(f"{err} Delete it to train this run from scratch.")
     if state.config_hash != fingerprint:
-        if env.main:
-            print(f"note: {path} was trained with other settings; training from scratch", file=sys.stderr)
+        print(f"note: {path} was trained with other settings; training from scratch", file=sys.stderr)
         return fresh
     if state.epoch >= epochs:
         # DVC re-runs a finished stage only when a dependency (code, data) changed: the old result is stale.
-        if env.main:
-            print(f"note: {path} holds a finished run ({state.epoch}/{epochs} epochs); training from scratch",
-                  file=sys.stderr)
+        print(f"note: {path} holds a finished run ({state.epoch}/{epochs} epochs); training from scratch",
+              file=sys.stderr)
         return fresh
-    model.load_state_dict(state.weights)
-    optimizer.load_state_dict(state.optimizer)
-    schedule.load_state_dict(state.schedule)
     return state
 
 
