@@ -14,8 +14,8 @@ Sections, written to the outputs as each one ends (a run cut short keeps what it
               (`reference`), cnnbench's loop (`cnnbench`), and that loop without augmentation, the data
               already on the GPU (`resident`, the ceiling); their ratios; peak memory of the timed
               epochs less the resident dataset, which is reported apart (bench/throughput.py).
-  precision   test accuracy of the digits run (params.yaml's `digits_run`), the mean over `seeds`
-              seeds, in fp32, in bf16 autocast, and in bf16 compiled; bf16 must agree with fp32, and
+  precision   test accuracy of the digits run `digits_run` (a run of params.yaml: its model, data and
+              training settings), the mean over `seeds` seeds, in fp32, in bf16 autocast, and in bf16 compiled; bf16 must agree with fp32, and
               compiled with eager, within params.yaml's check.tolerance (the drop the CI gate allows).
   compile     torch.compile on and off: ms per training step (resident loop, 32 px), compile seconds
               (the extra time of the first compiled steps).
@@ -23,8 +23,9 @@ Sections, written to the outputs as each one ends (a run cut short keeps what it
               the per-GPU batch that of one GPU, against world x the one-GPU figure; skipped on one GPU.
 
 Output, under --out (two files; <card> is the device's name in lower case, e.g. nvidia-h200, or cpu):
-  gpu-<card>.json   {"schema": 1, "complete": true once every section ran, "seconds",
-                     "environment": {device, card, gpus, torch, torchvision, cuda, cudnn, python, cpus, command},
+  gpu-<card>.json   {"schema": 1, "complete": true once every section has run (failed or not), "seconds",
+                     "environment": {device, card, gpus, torch, torchvision, cuda, cudnn, python, cpus, command,
+                                     shm_gb, started},
                      "settings": {every Settings field},
                      "throughput": [{model, image_size, batch_size, steps_per_epoch, timed_images, resident_data_mb,
                                      reference|cnnbench|resident: {images_per_sec, peak_mem_mb (null on CPU)},
@@ -35,6 +36,8 @@ Output, under --out (two files; <card> is the device's name in lower case, e.g. 
                                    seed]}, mean: {...}, bf16_vs_fp32, compiled_vs_eager, agree (bool), amp_active},
                      "ddp": {world, backend, batch_per_rank, images_per_sec, single_images_per_sec, scaling}
                             or {skipped: why}}
+                    A loop that failed holds {"error": "..."} instead of its figures (its ratios are null), a
+                    section that failed is {"error": "..."}: the rest of the run goes on.
   gpu-<card>.md     the same as tables, for the README
 """
 
@@ -46,6 +49,7 @@ import datetime
 import os
 import platform
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -67,7 +71,7 @@ from cnnbench.distributed import Dist
 from cnnbench.files import write_json_atomic
 from cnnbench.models import build_model
 from cnnbench.train import configure_torch, evaluate_split, make_optimizer, make_schedule, train_one_epoch
-from gpu_report import VARIANTS, markdown
+from gpu_report import LOOPS, VARIANTS, markdown
 from throughput import augment_config, fresh_model, measure_loops, synthetic_images, timed
 
 SECTIONS = ("throughput", "precision", "compile", "ddp")  # in order of what matters if time runs out
@@ -121,8 +125,7 @@ def throughput_section(params, settings: Settings, device: torch.device, log) ->
                                    settings.warmup_steps)
             rows.append({"model": name, "image_size": size, "batch_size": batch, **result})
             log(f"throughput {name} {size}px: " + ", ".join(
-                f"{loop} {result[loop]['images_per_sec']:,.0f}" for loop in ("reference", "cnnbench", "resident"))
-                + " img/s")
+                f"{loop} {result[loop].get('images_per_sec') or result[loop].get('error')}" for loop in LOOPS) + " img/s")
     return rows
 
 
@@ -189,7 +192,7 @@ def ddp_section(params, settings: Settings, device: torch.device, single: list[d
         result = Path(tmp) / "ddp.json"
         mp.spawn(_ddp_worker, nprocs=world, args=(world, _free_port(), params.model(name), settings, backend, result))
         images_per_sec = float(result.read_text())
-    one = next((r["cnnbench"]["images_per_sec"] for r in single
+    one = next((r["cnnbench"].get("images_per_sec") for r in single
                 if r["model"] == name and r["image_size"] == settings.small_size), None)
     out = {"world": world, "backend": backend, "model": name, "image_size": settings.small_size,
            "batch_per_rank": settings.small_batch, "images_per_sec": round(images_per_sec, 1),
@@ -293,6 +296,8 @@ def environment(device: torch.device) -> dict:
             "cuda": torch.version.cuda if cuda else None,
             "cudnn": torch.backends.cudnn.version() if cuda else None, "python": platform.python_version(),
             "cpus": os.cpu_count(), "command": " ".join(["python", *sys.argv]),
+            # DataLoader workers hand batches over through /dev/shm: a container's small one fails the reference loop.
+            "shm_gb": round(shutil.disk_usage("/dev/shm").total / 2**30, 1) if os.path.isdir("/dev/shm") else None,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -345,7 +350,11 @@ def main(argv=None) -> None:
                "precision": lambda: precision_section(params, settings, device, log),
                "ddp": lambda: ddp_section(params, settings, device, report.get("throughput", []), log)}
     for section in settings.sections:
-        report[section] = runners[section]()
+        try:
+            report[section] = runners[section]()
+        except (RuntimeError, OSError) as err:  # out of memory, a compiler missing...: the other sections still run
+            report[section] = {"error": f"{type(err).__name__}: {next(iter(str(err).splitlines()), '')[:300]}"}
+            log(f"{section} failed: {report[section]['error']}")
         save()
     report["complete"] = True
     save()

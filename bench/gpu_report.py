@@ -14,14 +14,14 @@ def markdown(report: dict) -> str:
              f"Python {env['python']}; {env['gpus']} GPU(s), {env['cpus']} CPUs; started {env['started']}, "
              f"took {report['seconds']:.0f} s{'' if report['complete'] else ' (incomplete: a section did not run)'}.",
              f"Command: `{env['command']}`", ""]
-    if "throughput" in report:
-        lines += throughput_table(report["throughput"], settings)
-    if "compile" in report:
-        lines += compile_lines(report["compile"])
-    if "precision" in report:
-        lines += precision_lines(report["precision"])
-    if "ddp" in report:
-        lines += ddp_lines(report["ddp"])
+    render = {"throughput": lambda part: throughput_table(part, settings), "compile": compile_lines,
+              "precision": precision_lines, "ddp": ddp_lines}
+    for section, lines_of in render.items():
+        part = report.get(section)
+        if isinstance(part, dict) and "error" in part:
+            lines += [f"## {section}", "", f"Failed: `{part['error']}`", ""]
+        elif part is not None:
+            lines += lines_of(part)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -35,14 +35,16 @@ def throughput_table(rows: list[dict], settings: dict) -> list[str]:
              "| model | px | batch | steps/epoch | reference | cnnbench | resident | cnnbench / reference "
              "| cnnbench / resident | peak MB ref. | peak MB cnnbench | resident data MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    errors = []
     for r in rows:
-        rates = [f"{r[loop]['images_per_sec']:,.0f}" for loop in LOOPS]
-        peaks = [_mb(r["reference"]["peak_mem_mb"]), _mb(r["cnnbench"]["peak_mem_mb"])]
+        rates = [_number(r[loop].get("images_per_sec")) for loop in LOOPS]
+        ratios = [_ratio(r["ratio_cnnbench_vs_reference"]), _ratio(r["ratio_cnnbench_vs_resident"])]
+        peaks = [_number(r["reference"].get("peak_mem_mb")), _number(r["cnnbench"].get("peak_mem_mb"))]
         lines.append(f"| {r['model']} | {r['image_size']} | {r['batch_size']} | {r['steps_per_epoch']} | "
-                     + " | ".join(rates) + f" | {r['ratio_cnnbench_vs_reference']:.2f}x | "
-                     f"{r['ratio_cnnbench_vs_resident']:.2f}x | " + " | ".join(peaks)
-                     + f" | {r['resident_data_mb']:,.0f} |")
-    return lines + [""]
+                     + " | ".join(rates + ratios + peaks) + f" | {_number(r['resident_data_mb'])} |")
+        errors += [f"- {r['model']} at {r['image_size']} px, {loop}: `{r[loop]['error']}`" for loop in LOOPS
+                   if "error" in r[loop]]
+    return lines + [""] + (["Failed loops:", *errors, ""] if errors else [])
 
 
 def compile_lines(c: dict) -> list[str]:
@@ -75,5 +77,9 @@ def ddp_lines(d: dict) -> list[str]:
             f"{d['single_images_per_sec'] or 'n/a'} on one device: scaling {d['scaling']} of linear.", ""]
 
 
-def _mb(value) -> str:
+def _number(value) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _ratio(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"

@@ -44,7 +44,6 @@ from cnnbench.models import build_model
 from cnnbench.train import configure_torch, make_optimizer, make_schedule, train_one_epoch
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
-LOOPS = ("reference", "cnnbench", "resident")
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -136,43 +135,67 @@ def fresh_model(spec: ModelSpec, cfg: TrainConfig, image_size: int, device: torc
 
 def measure_loops(spec: ModelSpec, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int,
                   epochs: int = 1, workers: int = 0, warmup_steps: int = 10) -> dict:
-    """images/s and training peak memory of the three loops, with the same model, data, batch and precision."""
-    cuda, size = device.type == "cuda", x.shape[1]
-    steps = len(y) // batch_size
+    """images/s and training peak memory of the three loops, with the same model, data, batch and precision.
+
+    A loop that fails (DataLoader workers short of shared memory, the GPU out of memory) is recorded
+    as {"error": ...} and the others still run: a GPU session is too short to lose to one of them.
+    """
     cfg = TrainConfig(batch_size=batch_size, epochs=epochs, lr=0.1, deterministic=False,
-                      augment=augment_config(size))
+                      augment=augment_config(x.shape[1]))
     configure_torch(cfg, device)
-    total_steps = warmup_steps + epochs * steps
-    timed_images = epochs * steps * batch_size
-    out: dict = {"steps_per_epoch": steps, "timed_images": timed_images}
-
-    loader = torch.utils.data.DataLoader(
-        PILDataset(x, y, reference_transform(size, cfg.augment)), batch_size=batch_size, shuffle=True,
-        drop_last=True, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
-    model, optimizer, schedule = fresh_model(spec, cfg, size, device, total_steps)
-    reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda, max_steps=warmup_steps)
-    reset_peak(device)
-    seconds = sum(timed(lambda: reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda), device)
-                  for _ in range(epochs))
-    out["reference"] = {"images_per_sec": round(timed_images / seconds, 1), "peak_mem_mb": peak_mb(device)}
-    del loader, model, optimizer, schedule  # its workers and memory go before the next loop measures its own
-
+    steps = len(y) // batch_size
+    out: dict = {"steps_per_epoch": steps, "timed_images": epochs * steps * batch_size}
+    out["reference"] = attempt(lambda: reference_loop(spec, cfg, x, y, device, workers, warmup_steps))
     data = DeviceSplit.from_numpy(x, y, device)
-    warm = DeviceSplit(data.images[:warmup_steps * batch_size], data.labels[:warmup_steps * batch_size])
-    norm, env = Normalize(MEAN, STD, device), Dist(0, 1, device)
     out["resident_data_mb"] = round(data.nbytes / 2**20, 1)
     for name, augment in (("cnnbench", cfg.augment), ("resident", AugmentConfig(crop="none", flip=False))):
         run_cfg = dataclasses.replace(cfg, augment=augment)
-        model, optimizer, schedule = fresh_model(spec, cfg, size, device, total_steps)
-        train_one_epoch(model, optimizer, schedule, warm, norm, run_cfg, 0, env, cuda, progress=False)
-        reset_peak(device)
-        seconds = sum(timed(lambda e=e: train_one_epoch(model, optimizer, schedule, data, norm, run_cfg, e, env, cuda,
-                                                         progress=False), device) for e in range(1, epochs + 1))
-        out[name] = {"images_per_sec": round(timed_images / seconds, 1), "peak_mem_mb": peak_mb(device, data.nbytes)}
-        del model, optimizer, schedule
-    out["ratio_cnnbench_vs_reference"] = round(out["cnnbench"]["images_per_sec"] / out["reference"]["images_per_sec"], 3)
-    out["ratio_cnnbench_vs_resident"] = round(out["cnnbench"]["images_per_sec"] / out["resident"]["images_per_sec"], 3)
+        out[name] = attempt(lambda: device_loop(spec, run_cfg, data, device, warmup_steps))
+    for other in ("reference", "resident"):
+        rates = [out[loop].get("images_per_sec") for loop in ("cnnbench", other)]
+        out[f"ratio_cnnbench_vs_{other}"] = round(rates[0] / rates[1], 3) if all(rates) else None
     return out
+
+
+def reference_loop(spec: ModelSpec, cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device,
+                   workers: int, warmup_steps: int) -> dict:
+    """The DataLoader recipe: warm-up steps, then cfg.epochs timed epochs."""
+    cuda, size, steps = device.type == "cuda", x.shape[1], len(y) // cfg.batch_size
+    loader = torch.utils.data.DataLoader(
+        PILDataset(x, y, reference_transform(size, cfg.augment)), batch_size=cfg.batch_size, shuffle=True,
+        drop_last=True, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
+    model, optimizer, schedule = fresh_model(spec, cfg, size, device, warmup_steps + cfg.epochs * steps)
+    reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda, max_steps=warmup_steps)
+    reset_peak(device)
+    seconds = sum(timed(lambda: reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda), device)
+                  for _ in range(cfg.epochs))
+    return {"images_per_sec": round(cfg.epochs * steps * cfg.batch_size / seconds, 1), "peak_mem_mb": peak_mb(device)}
+
+
+def device_loop(spec: ModelSpec, cfg: TrainConfig, data: DeviceSplit, device: torch.device, warmup_steps: int) -> dict:
+    """cnnbench's loop (train_one_epoch) on device-resident data: warm-up steps, then cfg.epochs timed epochs."""
+    cuda, size, steps = device.type == "cuda", data.images.shape[-1], len(data) // cfg.batch_size
+    warm = DeviceSplit(data.images[:warmup_steps * cfg.batch_size], data.labels[:warmup_steps * cfg.batch_size])
+    norm, env = Normalize(MEAN, STD, device), Dist(0, 1, device)
+    model, optimizer, schedule = fresh_model(spec, cfg, size, device, warmup_steps + cfg.epochs * steps)
+    train_one_epoch(model, optimizer, schedule, warm, norm, cfg, 0, env, cuda, progress=False)
+    reset_peak(device)
+    seconds = sum(timed(lambda e=e: train_one_epoch(model, optimizer, schedule, data, norm, cfg, e, env, cuda,
+                                                     progress=False), device) for e in range(1, cfg.epochs + 1))
+    return {"images_per_sec": round(cfg.epochs * steps * cfg.batch_size / seconds, 1),
+            "peak_mem_mb": peak_mb(device, data.nbytes)}
+
+
+def attempt(measure) -> dict:
+    """measure()'s figures, or the error that stopped it (bugs of other kinds still raise)."""
+    try:
+        return measure()
+    except (RuntimeError, OSError) as err:  # CUDA out of memory is a RuntimeError; a full /dev/shm, either
+        first = next(iter(str(err).strip().splitlines()), "")
+        return {"error": f"{type(err).__name__}: {first[:300]}"}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # what the loop held goes before the next one measures its peak
 
 
 def main() -> None:

@@ -97,3 +97,28 @@ def test_a_skipped_ddp_section_and_gpu_figures_render():
     text = markdown(report)
     assert "| resnet18 | 224 | 256 | 50 | 1,000 | 2,000 | 2,500 | 2.00x | 0.80x | 3,000 | 3,100 | 1,838 |" in text
     assert "Skipped: 1 visible GPU(s); DDP needs more than one." in text
+
+
+def test_a_failed_loop_or_section_is_reported_and_the_rest_kept():
+    """A GPU session is too short to lose to one failure: the benchmark records it and goes on."""
+    from throughput import attempt
+
+    def out_of_memory():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    assert attempt(out_of_memory) == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    with pytest.raises(TypeError):  # a bug is not a measurement
+        attempt(lambda: None + 1)
+    row = {"model": "resnet18", "image_size": 224, "batch_size": 256, "steps_per_epoch": 50, "timed_images": 12800,
+           "resident_data_mb": 1837.5, "reference": {"error": "RuntimeError: DataLoader worker (pid 7) is killed"},
+           "cnnbench": {"images_per_sec": 2000.0, "peak_mem_mb": 3100.0},
+           "resident": {"images_per_sec": 2500.0, "peak_mem_mb": 3000.0},
+           "ratio_cnnbench_vs_reference": None, "ratio_cnnbench_vs_resident": 0.8}
+    report = {"schema": 1, "complete": True, "seconds": 1.0, "settings": gpu.dataclasses.asdict(gpu.Settings()),
+              "environment": {"device": "d", "torch": "t", "torchvision": "v", "cuda": "c", "cudnn": 1, "python": "p",
+                              "gpus": 1, "cpus": 16, "started": "s", "command": "c"},
+              "throughput": [row], "compile": {"error": "RuntimeError: no C compiler"}}
+    text = markdown(report)
+    assert "| resnet18 | 224 | 256 | 50 | n/a | 2,000 | 2,500 | n/a | 0.80x | n/a | 3,100 | 1,838 |" in text
+    assert "- resnet18 at 224 px, reference: `RuntimeError: DataLoader worker (pid 7) is killed`" in text
+    assert "## compile\n\nFailed: `RuntimeError: no C compiler`" in text
