@@ -2,7 +2,8 @@
 
 One model per seed of the run: checkpoints go to RUN_DIR/seed<k>/ (kept between invocations, so
 a killed run resumes and a seed already trained is kept), DVCLive logs and the summary metrics to
-LIVE_DIR/seed<k>/. Multi-GPU: `torchrun --nproc_per_node=N stages/train.py ...`.
+LIVE_DIR/seed<k>/. Several processes: params.yaml's `launch:` (this script then reruns itself under
+torchrun); on the other machines of a multi-node run, the same command with `--node-rank K`.
 """
 
 import argparse
@@ -15,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
-from cnnbench.train import train_replicates
+from cnnbench.launch import relaunch_under_torchrun
 
 
 def main(argv=None) -> int:
@@ -27,9 +28,15 @@ def main(argv=None) -> int:
                                          "e.g. reports/runs/study/cifar10-resnet18/train")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's rank when launch.nnodes > 1")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     run = params.run(args.run)
+    code = relaunch_under_torchrun(params.launch, __file__, sys.argv[1:] if argv is None else argv, args.node_rank)
+    if code is not None:
+        return code
+    from cnnbench.train import train_replicates  # here: a process that only launches torchrun needs no torch
+
     train_replicates(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
     return 0
 

@@ -64,6 +64,11 @@ def test_the_project_params_load():
     ("models.mobilenet_v2.setting", [[1, 16, 1]], r"models\.mobilenet_v2\.setting\[0\]: must have 4 entries"),
     ("models.resnet18.family", "vgg", r"models\.resnet18\.family: must be one of resnet, mobilenet_v2"),
     ("report.highlight_classes", "BLUE SPOTTED CROW", r"report\.highlight_classes: must be a list"),
+    ("train.sync_batchnorm", "yes", r"train\.sync_batchnorm: must be true or false, not 'yes'"),
+    ("launch.nproc_per_node", 0, r"launch\.nproc_per_node: must be >= 1"),
+    ("launch.nnodes", 2, r"launch\.rdzv_endpoint: must be host:port of node 0 when nnodes > 1"),
+    ("launch.rdzv_endpoint", "node0", r"launch\.rdzv_endpoint: must be host:port, not 'node0'"),
+    ("launch.rdzv_endpoint", "node0:http", r"launch\.rdzv_endpoint: must be host:port, not 'node0:http'"),
 ])
 def test_a_bad_value_names_its_field(path, value, message):
     error = error_of(with_change(path, value))
@@ -77,6 +82,7 @@ def test_a_bad_value_names_its_field(path, value, message):
     (f"runs.{RUN}.train", "batchsize", "batch_size"),
     (f"runs.{RUN}.train.augment", "flips", "flip"),
     ("check", "metric", "metrics"),
+    ("launch", "nprocs_per_node", "nproc_per_node"),
     ("datasets.digits", "drop_class", "drop_classes"),
     ("models.resnet18", "dephts", "depths"),
 ])

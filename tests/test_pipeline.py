@@ -186,7 +186,7 @@ def test_going_back_to_the_committed_lock_keeps_every_checkpoint(project):
     shutil.rmtree(project / "data")
     dvc(project, "repro", "report@offline")  # a fresh machine trains everything again
     git(project, "checkout", "HEAD", "--", "dvc.lock")
-    dvc(project, "checkout")
+    dvc(project, "checkout", "--with-deps", "report@offline")  # the stages this clone runs
     for run in ("digits-a", "digits-b"):
         [seed_dir] = (project / "data" / "runs" / run).glob("seed*")
         assert {p.name for p in seed_dir.iterdir()} >= {"best.pt", "last.pt"}

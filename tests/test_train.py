@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,13 +36,13 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
 from cnnbench.evaluate import load_model
 from cnnbench.models import build_model
-from cnnbench.train import NonFiniteLoss, make_schedule, train_run
+from cnnbench.train import NonFiniteLoss, dropout_seed, make_schedule, train_run
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb", "epoch_seconds"}
 SUMMARY_KEYS = {"best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
-                "peak_mem_kind", "params", "flops_per_image", "device", "epochs"}
+                "peak_mem_kind", "resident_data_mb", "params", "flops_per_image", "device", "epochs"}
 PLOTS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_seconds")
 
 TINY_TRAIN = {"epochs": 3, "batch_size": 64, "lr": 0.2, "augment": {"pad": 1, "flip": True}}
@@ -152,7 +153,7 @@ def test_same_run_twice_gives_identical_metrics_and_weights(digits, trained, tmp
     assert_same_weights(tmp_path / "run" / LAST, first / "run" / LAST)
 
 
-def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(trained, repo_dvc_yaml):
+def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(digits, trained, repo_dvc_yaml):
     out, run, spec, summary = trained
     live = out / "live"
     metrics = json.loads((live / "metrics.json").read_text())
@@ -162,6 +163,9 @@ def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(trained,
     assert metrics["epochs"] == run.train.epochs == 3 and metrics["world_size"] == 1
     assert metrics["params"] == sum(p.numel() for p in build_model(spec, 10, 8).parameters())
     assert metrics["flops_per_image"] > 0 and metrics["peak_mem_mb"] > 0
+    arrays = [np.load(digits / f"{split}_{part}.npy") for split in ("train", "val") for part in "xy"]
+    resident = sum(a.size * (1 if a.dtype == np.uint8 else 8) for a in arrays)  # labels live as int64
+    assert metrics["resident_data_mb"] == round(resident / 2**20, 1)
     assert 0.0 <= metrics["final_val_acc"] <= metrics["best_val_acc"] <= 1.0
 
     logged = yaml.safe_load((live / "params.yaml").read_text())
@@ -331,10 +335,33 @@ def test_nan_loss_keeps_the_last_good_checkpoint_and_the_run_resumes_from_it(dig
 
     monkeypatch.setattr(train_module, "augment", real_augment)
     capsys.readouterr()
-    train_in_process(digits, tmp_path, run, spec)
+    summary = train_in_process(digits, tmp_path, run, spec)
     assert "1/3 epochs done" in capsys.readouterr().out
     assert live_values(tmp_path / "live") == live_values(first / "live")
     assert_same_weights(tmp_path / "run" / BEST, first / "run" / BEST)
+    # The first epoch of each process pays for warm-up: epoch 1 (first process) and epoch 2 (the resumed
+    # one) are marked, and the median s/epoch is epoch 3's alone.
+    rows = json.loads((tmp_path / "run" / "timings.json").read_text())["epochs"]
+    assert [(r["epoch"], r["warmup"]) for r in rows] == [(1, True), (2, True), (3, False)]
+    assert summary["sec_per_epoch"] == round(rows[2]["epoch_seconds"], 4)
+
+
+def test_peak_memory_is_the_steady_training_epochs_less_the_resident_data(monkeypatch):
+    """On CUDA the summary's peak is the largest steady (non-warm-up) epoch, read before evaluation."""
+    monkeypatch.setattr(train_module, "device_name", lambda device: "a GPU")
+    env = train_module.Dist(0, 1, torch.device("cuda", 0))
+    history = [{"epoch": e, "val_acc": 0.5} for e in (1, 2, 3, 4)]
+    timings = [{"epoch": 1, "epoch_seconds": 1.0, "images_per_sec": 10.0, "warmup": True},  # resumed: no peak
+               {"epoch": 2, "epoch_seconds": 9.0, "images_per_sec": 1.0, "warmup": True, "peak_mem_mb": 900.0},
+               {"epoch": 3, "epoch_seconds": 1.0, "images_per_sec": 10.0, "warmup": False, "peak_mem_mb": 500.0},
+               {"epoch": 4, "epoch_seconds": 1.0, "images_per_sec": 10.0, "warmup": False, "peak_mem_mb": 520.0}]
+    model_summary = type("S", (), {"params": 1, "flops": 1})()
+    out = train_module._summary(history, timings, model_summary, env, True, 3 * 2**20)
+    assert (out["peak_mem_mb"], out["peak_mem_kind"], out["resident_data_mb"]) == \
+        (520.0, "cuda_train_max_allocated", 3.0)
+    # Only warm-up epochs measured in this process (a one-epoch resume): that is the figure there is.
+    out = train_module._summary(history[:2], timings[:2], model_summary, env, True, 0)
+    assert out["peak_mem_mb"] == 900.0
 
 
 def test_global_batch_that_does_not_divide_across_ranks_is_refused(digits, tmp_path, monkeypatch):
@@ -372,6 +399,86 @@ def test_ddp_on_two_gloo_processes_matches_one_process(digits, tmp_path):
     print(f"final val acc: ddp {ddp['final_val_acc']:.4f}, single {single['final_val_acc']:.4f}, "
           f"difference {difference:.4f}")
     assert difference <= DDP_TOLERANCE
+
+
+def poisoned_script(directory: Path, ranks: str = "01", after_steps: int = 0) -> Path:
+    """An entry point for torchrun that runs stages/train.py with NaN images on `ranks` after `after_steps` steps."""
+    script = directory / "poisoned.py"
+    script.write_text(f"""
+import os, runpy, sys
+sys.path.insert(0, {str(ROOT / "src")!r})
+import cnnbench.train as train
+if os.environ["RANK"] in {ranks!r}:
+    real, calls = train.augment, []
+    def poisoned(x, cfg, gen):
+        calls.append(1)
+        return real(x, cfg, gen) * (float("nan") if len(calls) > {after_steps} else 1.0)
+    train.augment = poisoned
+sys.argv[0] = {str(ROOT / "stages" / "train.py")!r}
+runpy.run_path(sys.argv[0], run_name="__main__")
+""")
+    return script
+
+
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *args],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank_with_the_message(digits, tmp_path):
+    """The non-finite check is collective: rank 0, whose loss is finite, stops with rank 1 instead of
+    waiting in backward's all-reduce for a peer that is gone."""
+    params, _, _ = tiny_run(tmp_path, epochs=2)
+    result = torchrun(str(poisoned_script(tmp_path, ranks="1")), "tiny", str(digits), str(tmp_path / "run"),
+                      str(tmp_path / "live"), "--params", str(params), "--device", "cpu")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the training loss became nan at epoch 1, step 1. Lower train.lr, or check the data; "
+                      "the last good checkpoint is kept."] * 2, result.stderr[-3000:]
+    assert "raise NonFiniteLoss" not in result.stderr  # the door's one line, no traceback, on both ranks
+    assert not (tmp_path / "run" / LAST).exists() and not (tmp_path / "live" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_two_node_run_resumes_from_node_0s_checkpoint_alone(digits, tmp_path):
+    """Each machine has its own disk, so only node 0 has last.pt: rank 0 reads it and sends it, and
+    both nodes resume at the same epoch (a rank starting afresh would train one epoch more than the other)."""
+    params, run, _ = tiny_run(tmp_path, epochs=3)
+    steps_per_epoch = len(np.load(digits / "train_y.npy")) // run.train.batch_size
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    first = torchrun(str(poisoned_script(tmp_path, after_steps=steps_per_epoch)), "tiny", str(digits),
+                     str(node0 / "run"), str(node0 / "live"), "--params", str(params), "--device", "cpu")
+    assert "became nan at epoch 2, step 1" in first.stderr, first.stderr[-3000:]
+    assert load_training_state(node0 / "run" / LAST).epoch == 1
+
+    raw = yaml.safe_load(params.read_text())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    raw["launch"] = {"nproc_per_node": 1, "nnodes": 2, "rdzv_endpoint": f"127.0.0.1:{port}"}
+    params.write_text(yaml.safe_dump(raw))
+    args = ["tiny", str(digits), "--params", str(params), "--device", "cpu"]
+    second = subprocess.Popen([sys.executable, "stages/train.py", *args[:2], str(node1 / "run"), str(node1 / "live"),
+                               *args[2:], "--node-rank", "1"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        main = subprocess.run([sys.executable, "stages/train.py", *args[:2], str(node0 / "run"), str(node0 / "live"),
+                               *args[2:]], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+        log, _ = second.communicate(timeout=60)
+    finally:
+        second.kill()
+    assert main.returncode == 0 and second.returncode == 0, main.stderr[-3000:] + log[-3000:]
+    assert f"resuming tiny from {node0 / 'run' / LAST}: 1/3 epochs done" in main.stdout
+    metrics = json.loads((node0 / "live" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True and metrics["epochs"] == 3
+    assert not (node1 / "run").exists()
+
+
+def test_dropout_seed_differs_per_rank_and_is_unchanged_on_rank_0():
+    seeds = {(s, e, r): dropout_seed(s, e, r) for s in range(5) for e in range(100) for r in range(8)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert all(dropout_seed(s, e) == s * 10_007 + e for s in range(5) for e in range(100))  # as before ranks
 
 
 # ------------------------------------------------------------------ schedule

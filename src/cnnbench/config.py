@@ -22,7 +22,8 @@ from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.validation import Validated, build, check, mapping, reject_unknown, require
 
 SOURCE_FORMATS = ("cifar10-python", "image-csv", "npz")
-SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "runs", "suites", "report", "check", "claims")
+SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",
+            "claims")
 CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse")
 
 
@@ -105,6 +106,7 @@ class TrainConfig(Validated):
     pretrained: str | None = None
     max_images: int = 0
     deterministic: bool = True
+    sync_batchnorm: bool = False       # under DDP on CUDA: BatchNorm statistics over the global batch
 
     def validate(self) -> None:
         require(self.epochs > 0, "epochs", "must be > 0")
@@ -131,6 +133,34 @@ class EvaluateConfig(Validated):
 
     def validate(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class LaunchConfig(Validated):
+    """How many processes train one run: torchrun's shape, read by the train stage.
+
+    One node: `nproc_per_node` processes on this machine. Several: every node runs the same
+    command with its own node rank, and node 0 (which hosts `rdzv_endpoint`) holds rank 0.
+    """
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None   # host:port of node 0; required when nnodes > 1
+
+    def validate(self) -> None:
+        require(self.nproc_per_node >= 1, "nproc_per_node", "must be >= 1")
+        require(self.nnodes >= 1, "nnodes", "must be >= 1")
+        if self.nnodes > 1:
+            require(bool(self.rdzv_endpoint), "rdzv_endpoint",
+                     "must be host:port of node 0 when nnodes > 1 (every node rendezvouses there)")
+        if self.rdzv_endpoint is not None:
+            host, _, port = self.rdzv_endpoint.rpartition(":")
+            require(bool(host) and port.isdigit() and 0 < int(port) < 65536, "rdzv_endpoint",
+                     f"must be host:port, not {self.rdzv_endpoint!r}")
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
 
 # ------------------------------------------------------------------ runs, suites, report, gate
@@ -239,6 +269,7 @@ class Params:
     check: CheckConfig
     report: ReportConfig = field(default_factory=ReportConfig)
     claims: tuple[ClaimConfig, ...] = ()
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def source(self, name: str) -> SourceConfig:
         return _lookup(self.sources, name, "source")
@@ -308,7 +339,8 @@ def parse_params(raw: dict) -> Params:
                   evaluate=build(EvaluateConfig, mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
                   runs=runs, suites=suites, check=check,
                   report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
-                  claims=_parse_claims(raw.get("claims") or [], runs))
+                  claims=_parse_claims(raw.get("claims") or [], runs),
+                  launch=build(LaunchConfig, mapping(raw.get("launch") or {}, "launch"), "launch"))
 
 
 def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ...]:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import resource
 import statistics
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,24 +21,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnbench.checkpoint import (BEST, LAST, TIMINGS, ModelCheckpoint, TrainingState, load_training_state,
-                                 save_checkpoint)
+from cnnbench.checkpoint import BEST, LAST, TIMINGS, ModelCheckpoint, TrainingState, save_checkpoint
 from cnnbench.config import RunConfig, TrainConfig
-from cnnbench.specs import ModelSpec, spec_to_dict
-from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
 from cnnbench.data.arrays import load_prepared
-from cnnbench.device import device_name, resolve_device
+from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
+from cnnbench.device import device_name
+from cnnbench.distributed import Dist, broadcast_buffers, ranks_in_sync, setup_distributed, use_sync_batchnorm
 from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object, remove_stale_dirs, staging_dir, write_json_atomic
+from cnnbench.files import remove_stale_dirs, staging_dir, write_json_atomic
 from cnnbench.fingerprint import config_hash, data_fingerprint
 from cnnbench.logits import split_logits
 from cnnbench.replicates import replicate_dir
+from cnnbench.resume import finished_summary, read_timings, resume
+from cnnbench.specs import ModelSpec, spec_to_dict
 from cnnbench.models import build_model
 from cnnbench.summary import summarize
 from cnnbench.weights import load_pretrained
 
 # On CUDA a finiteness check forces a host sync, so the loss is checked every this many steps (and at
-# the end of the epoch); on the CPU it is free and checked every step.
+# the end of the epoch); on the CPU it is nearly free (under DDP one scalar all-reduce beside the
+# gradients') and checked every step.
 NAN_CHECK_EVERY = 50
 PROGRESS_MIN_STEPS = 50  # epochs shorter than this get no progress bar: it would only flicker
 
@@ -52,30 +52,6 @@ class NonFiniteLoss(CnnbenchError):
 # ------------------------------------------------------------------ environment
 
 
-@dataclass
-class Dist:
-    """Where this process stands: its rank among `world` processes, and its device."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str = "auto") -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick the device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Dist(dist.get_rank() if world > 1 else 0, world, dev)
-
-
 def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
     """Speed on CUDA (cudnn autotuning, TF32); bitwise reproducibility on the CPU."""
     if device.type == "cuda":
@@ -85,6 +61,15 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
     elif cfg.deterministic:
         # CUDA stays non-deterministic on purpose: AdaptiveAvgPool2d's backward has no deterministic kernel.
         torch.use_deterministic_algorithms(True)
+
+
+def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The global RNG seed of one epoch on one rank (dropout masks).
+
+    A function of (seed, epoch), so a resumed run draws what an uninterrupted one did; the rank term
+    gives each DDP rank its own masks and is zero on rank 0, so single-process runs are unchanged.
+    """
+    return seed * 10_007 + epoch + rank * 1_000_000_007
 
 
 # ------------------------------------------------------------------ optimisation
@@ -130,7 +115,7 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
     model.train()
     order = epoch_order(len(data), cfg.seed, epoch, data.images.device)
     gen = torch.Generator(device=data.images.device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + env.rank)
-    torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout: a function of (seed, epoch), so resume is exact
+    torch.manual_seed(dropout_seed(cfg.seed, epoch, env.rank))
     loss_sum = torch.zeros((), device=env.device)
     correct = torch.zeros((), device=env.device, dtype=torch.long)
     seen = 0
@@ -145,9 +130,12 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
         with _autocast(env.device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        if (env.device.type == "cpu" or step % NAN_CHECK_EVERY == 0) and not torch.isfinite(loss):
-            raise NonFiniteLoss(f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}. "
-                                f"Lower train.lr, or check the data; the last good checkpoint is kept.")
+        if env.device.type == "cpu" or step % NAN_CHECK_EVERY == 0:
+            # Decided together: a rank that stopped alone would leave the others waiting in backward's all-reduce.
+            everywhere = _all_reduce(loss.detach().float().clone(), env)
+            if not torch.isfinite(everywhere):
+                raise NonFiniteLoss(f"the training loss became {everywhere.item()} at epoch {epoch + 1}, step "
+                                    f"{step + 1}. Lower train.lr, or check the data; the last good checkpoint is kept.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -207,6 +195,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
                             f"with a val split).")
     train_data = DeviceSplit.from_numpy(train_x, train_y, env.device)
     val_data = DeviceSplit.from_numpy(data.splits["val"].x, data.splits["val"].y, env.device)
+    resident_bytes = train_data.nbytes + val_data.nbytes
     norm = Normalize(data.mean, data.std, env.device)
     num_classes = len(data.classes)
 
@@ -215,6 +204,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     if cfg.pretrained:
         load_pretrained(model, spec, cfg.pretrained)
     summary = summarize(model, image_size=data.image_size)
+    model = use_sync_batchnorm(model, cfg, env)
     model.to(env.device)
     cuda = env.device.type == "cuda"
     channels_last = cuda and cfg.channels_last
@@ -233,26 +223,30 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     run_dir, live_dir = Path(run_dir), Path(live_dir)
     fingerprint = config_hash(run, spec, {"data": data_fingerprint(data_dir), "n_train": len(train_data),
                                           "world": env.world})
-    done = _finished(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
+    done = finished_summary(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
     if done is not None:
         if env.world > 1:
             dist.destroy_process_group()
         return done
-    state = _resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
+    state = resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
     history, best_acc = list(state.history), state.best_val_acc
-    timings = _read_timings(run_dir / TIMINGS, state.epoch)
+    timings = read_timings(run_dir / TIMINGS, state.epoch)
     if state.epoch and env.main:
         print(f"resuming {run.name} from {run_dir / LAST}: {state.epoch}/{cfg.epochs} epochs done", flush=True)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(env.device)
 
     for epoch in range(state.epoch, cfg.epochs):
         _sync(env)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(env.device)
         start = time.perf_counter()
         stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress)
         _sync(env)
         seconds = time.perf_counter() - start
-        val = evaluate_split(net, val_data, norm, env, channels_last=channels_last)
+        peak_mb = _training_peak_mb(env, resident_bytes)  # before evaluation, whose batches are larger
+        # Evaluation runs the bare model, with no hidden collective, on rank 0's BatchNorm statistics:
+        # a rank whose validation shard is empty then has nothing to wait for.
+        broadcast_buffers(model, env)
+        val = evaluate_split(model, val_data, norm, env, channels_last=channels_last)
         if not math.isfinite(val["loss"]):
             raise NonFiniteLoss(f"the validation loss became {val['loss']} after epoch {epoch + 1}; lower train.lr. "
                                 f"The last good checkpoint is kept.")
@@ -261,7 +255,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         history.append(row)
         # The first epoch of every process pays for warm-up (autotuning, compilation, allocator growth).
         timings.append({"epoch": epoch + 1, "epoch_seconds": seconds, "images_per_sec": stats["images"] / seconds,
-                        "warmup": epoch == state.epoch})
+                        "warmup": epoch == state.epoch, "peak_mem_mb": peak_mb})
         improved = val["acc"] > best_acc
         best_acc = max(best_acc, val["acc"])
         if env.main:
@@ -277,8 +271,8 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
                 config_hash=fingerprint), run_dir / LAST)
             print(_epoch_line({**row, **timings[-1]}, cfg.epochs), flush=True)
 
-    in_sync = _ranks_in_sync(model, env)
-    summary_metrics = _summary(history, timings, summary, env, in_sync)
+    in_sync = ranks_in_sync(model, env)
+    summary_metrics = _summary(history, timings, summary, env, in_sync, resident_bytes)
     if env.main:
         _write_live(live_dir, run, spec.family, history, timings, summary_metrics)
     if env.world > 1:
@@ -302,72 +296,24 @@ def train_replicates(run: RunConfig, spec: ModelSpec, data_dir: str | Path, run_
                             live_dir / replicate_dir(seed), device=device, progress=progress) for seed in seeds}
 
 
-def _finished(last: Path, metrics: Path, fingerprint: str, epochs: int, env: Dist) -> dict | None:
-    """The summary of this exact replicate when it already finished (same params, data and code), else None.
-
-    DVC reruns a run's train stage when its seeds change; the seeds already trained are kept.
-    """
-    if not last.is_file() or not metrics.is_file():
-        return None
-    try:
-        state = load_training_state(last, "cpu")
-    except CnnbenchError:
-        return None  # _resume says why
-    summary = read_json_object(metrics)
-    if state.config_hash != fingerprint or state.epoch < epochs or not summary:
-        return None
-    if env.main:
-        print(f"{last.parent.name}: already trained with these params, data and code ({state.epoch} epochs); kept",
-              flush=True)
-    return summary
+def _training_peak_mb(env: Dist, resident_bytes: int) -> float:
+    """Peak memory of the epoch just trained: on CUDA the allocator's peak less the resident dataset
+    (what a DataLoader pipeline would also hold), on the CPU the process's peak RSS so far."""
+    if env.device.type == "cuda":
+        return (torch.cuda.max_memory_allocated(env.device) - resident_bytes) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> TrainingState:
-    """The state of an unfinished run with the same settings, loaded into the objects; else a fresh start.
-
-    A last.pt that is not a plain-data checkpoint is an error, not a fresh start: cnnbench did not
-    write it (its writes are atomic), and deleting it is the user's decision.
-    """
-    fresh = TrainingState(epoch=0, weights={}, optimizer={}, schedule={})
-    if not path.is_file():
-        return fresh
-    try:
-        state = load_training_state(path, env.device)
-    except CnnbenchError as err:
-        raise CnnbenchError(f"{err} Delete it to train this run from scratch.") from None
-    if state.config_hash != fingerprint:
-        if env.main:
-            print(f"note: {path} was trained with other settings; training from scratch", file=sys.stderr)
-        return fresh
-    if state.epoch >= epochs:
-        # DVC re-runs a finished stage only when a dependency (code, data) changed: the old result is stale.
-        if env.main:
-            print(f"note: {path} holds a finished run ({state.epoch}/{epochs} epochs); training from scratch",
-                  file=sys.stderr)
-        return fresh
-    model.load_state_dict(state.weights)
-    optimizer.load_state_dict(state.optimizer)
-    schedule.load_state_dict(state.schedule)
-    return state
-
-
-def _read_timings(path: Path, epochs_done: int) -> list[dict]:
-    """The wall-clock rows of the epochs a resumed run already did (none when they are lost)."""
-    data = read_json_object(path) or {}
-    rows = data.get("epochs") if isinstance(data.get("epochs"), list) else []
-    rows = [r for r in rows if isinstance(r, dict)][:epochs_done]
-    return rows if len(rows) == epochs_done else []
-
-
-def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist, in_sync: bool) -> dict:
-    # Warm-up epochs (the first of each process) are left out when any other epoch was timed.
+def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist, in_sync: bool,
+             resident_bytes: int) -> dict:
+    # Warm-up epochs (the first of each process) are left out when any other epoch was timed:
+    # autotuning and compilation cost time and, on CUDA, workspace memory that training does not need.
     steady = [t for t in timings if not t.get("warmup")] or timings
     sec = statistics.median(t["epoch_seconds"] for t in steady)
     rates = [t["images_per_sec"] for t in steady]
-    if env.device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(env.device) / 2**20, "cuda_max_allocated"
-    else:
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+    measured = [t for t in timings if "peak_mem_mb" in t]  # rows of an older run resumed here have none
+    peak = max(t["peak_mem_mb"] for t in [t for t in measured if not t.get("warmup")] or measured)
+    kind = "cuda_train_max_allocated" if env.device.type == "cuda" else "cpu_peak_rss"
     out = {
         "best_val_acc": max(row["val_acc"] for row in history),
         "final_val_acc": history[-1]["val_acc"],
@@ -376,6 +322,7 @@ def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist,
         "images_per_sec": round(statistics.median(rates), 1),
         "peak_mem_mb": round(peak, 1),
         "peak_mem_kind": kind,
+        "resident_data_mb": round(resident_bytes / 2**20, 1),
         "params": int(model_summary.params),
         "flops_per_image": int(model_summary.flops),
         "device": device_name(env.device),
@@ -414,16 +361,6 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2%}  "
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2%}  lr {row['lr']:.4g}  "
             f"{row['epoch_seconds']:.1f}s  {row['images_per_sec']:,.0f} img/s")
-
-
-def _ranks_in_sync(model: nn.Module, env: Dist) -> bool:
-    """DDP self-check: every rank ends with bitwise-identical weights."""
-    if env.world == 1:
-        return True
-    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(env.device)
-    gathered = [torch.empty_like(checksum) for _ in range(env.world)]
-    dist.all_gather(gathered, checksum)
-    return all(torch.equal(gathered[0], g) for g in gathered[1:])
 
 
 def _autocast(device: torch.device, enabled: bool):

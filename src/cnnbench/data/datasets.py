@@ -32,6 +32,11 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def nbytes(self) -> int:
+        """What the split occupies on its device."""
+        return self.images.nbytes + self.labels.nbytes
+
 
 class Normalize:
     """uint8 -> float, scaled to [0, 1] then standardised with the training split's statistics."""

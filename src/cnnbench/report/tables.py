@@ -13,7 +13,9 @@ import pandas as pd
 from cnnbench.report.runs import as_number, metric_columns
 from cnnbench.stats import seed_interval
 
-MEM_KIND = {"cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
+# cuda_train_max_allocated: steady training epochs, without the resident dataset (train's resident_data_mb);
+# cuda_max_allocated: runs trained before that, whose peak held the dataset and evaluation too.
+MEM_KIND = {"cuda_train_max_allocated": "GPU training", "cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
 MINUS = "\u2212"  # a typographic minus: "−0.4" reads as a number, "-0.4" can read as a dash
 
 
