@@ -1,0 +1,159 @@
+"""Inference cost: what a measurement holds, and that it is stable enough to compare models with.
+
+This machine is shared (2 cores, other test suites running): timing tests compare medians of
+interleaved calls in one process, never absolute times, with bounds far from the effects measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures import TINY_RESNET
+from torch import nn
+
+from cnnbench.config import load_params, parse_model_spec
+from cnnbench.inference import (
+    LATENCY,
+    InferenceCost,
+    Repeats,
+    Timed,
+    cpu_latency,
+    interleaved_times,
+    measure_inference,
+    throughput,
+)
+from cnnbench.models import build_model
+from cnnbench.summary import summarize_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = Repeats(warmup=1, calls=5, min_calls=5, seconds=0.0, block=5)
+STABLE_WITHIN = 1.5   # two measurements of one model agree within this ratio of medians (see the tests)
+
+
+def tiny() -> nn.Module:
+    return build_model(parse_model_spec("tiny", TINY_RESNET), num_classes=10, image_size=8)
+
+
+def registered(name: str, image_size: int) -> nn.Module:
+    spec = load_params(ROOT / "params.yaml").model(name)
+    return build_model(spec, num_classes=10, image_size=image_size).eval()
+
+
+def median_ms(times: np.ndarray) -> float:
+    return 1000 * float(np.median(times))
+
+
+# ------------------------------------------------------------------ structure
+
+
+def test_measurement_holds_every_figure_under_its_stable_name():
+    model = tiny()
+    (cost,) = measure_inference([model], image_size=8, cpu_batch=4, threads=2, latency=QUICK)
+    assert isinstance(cost, InferenceCost)
+    assert cost.image_size == 8 and cost.threads_all == 2 and cost.throughput_cpu_batch == 4
+    assert cost.latency_calls == 5
+    assert 0 < cost.latency_cpu_b1_1t_ms <= cost.latency_cpu_b1_1t_p95_ms
+    assert 0 < cost.latency_cpu_b1_all_ms <= cost.latency_cpu_b1_all_p95_ms
+    assert cost.throughput_cpu_ips > 0
+    assert cost.gpu is None and cost.throughput_gpu_ips is None  # no GPU asked for
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    # The saved state dict: every fp32 weight and buffer, plus the archive's own few KB.
+    tensors = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert tensors < cost.weights_bytes < tensors + 64_000
+    assert json.loads(cost.to_json()) == cost.to_dict()
+    assert {"latency_cpu_b1_1t_ms", "latency_cpu_b1_all_ms", "weights_bytes"} <= set(cost.to_dict())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cost.params = 0
+
+
+def test_the_callers_model_and_thread_count_are_left_as_they_were():
+    model = tiny().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.set_num_threads(1)  # conftest's setting; the measurement switches to 2 and back
+    measure_inference([model], image_size=8, cpu_batch=4, threads=2, latency=QUICK)
+    assert torch.get_num_threads() == 1
+    assert model.training  # measured in eval mode, on a copy
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _Fails(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+def test_thread_count_is_restored_when_the_model_fails():
+    torch.set_num_threads(1)
+    with pytest.raises(RuntimeError, match="boom"):
+        cpu_latency([_Fails()], image_size=8, threads=(2,), repeats=QUICK)
+    assert torch.get_num_threads() == 1
+
+
+def test_settings_take_turns_in_blocks_and_stop_at_the_time_budget():
+    order: list[str] = []
+    settings = [Timed(lambda: order.append("a"), lambda: order.append("A")),
+                Timed(lambda: order.append("b"), lambda: order.append("B"))]
+    times = interleaved_times(settings, Repeats(warmup=1, calls=4, min_calls=2, seconds=1e9, block=2))
+    assert [len(t) for t in times] == [4, 4]
+    assert "".join(order) == "AaBb" + "AaaBbb" * 2  # warm-up, then blocks of 2 in turn
+    # Past the budget, the first round that reaches min_calls is the last.
+    times = interleaved_times([Timed(lambda: None)], Repeats(warmup=0, calls=100, min_calls=3, seconds=0.0))
+    assert len(times[0]) == 3
+
+
+def test_one_thread_count_given_twice_is_measured_once():
+    (times,) = cpu_latency([tiny()], 8, threads=(1, 1), repeats=QUICK)
+    assert list(times) == [1] and len(times[1]) == 5
+
+
+def test_several_models_are_measured_side_by_side_in_their_order():
+    small, large = tiny(), build_model(parse_model_spec("wide", {**TINY_RESNET, "widths": [64, 128]}), 10, 8)
+    costs = measure_inference([small, large], image_size=8, cpu_batch=4, threads=1, latency=QUICK)
+    assert [c.params for c in costs] == [sum(p.numel() for p in m.parameters()) for m in (small, large)]
+
+
+def test_throughput_is_images_per_second_of_the_batch():
+    ips = throughput(tiny().eval(), image_size=8, batch_size=16, device=torch.device("cpu"), threads=1)
+    assert 0 < ips < 16 / 1e-6
+
+
+# ------------------------------------------------------------------ stability
+
+
+def test_two_measurements_of_the_same_model_agree():
+    """Medians of interleaved batch-1 calls agree within a factor 1.5.
+
+    On an idle core two such medians differ by a few percent. This machine is shared: a burst of
+    load slows whatever runs during it, so the two measurements take turns in blocks of 5 calls
+    (a burst hits both) and are compared by their medians (a burst shorter than half the calls
+    moves neither). With other test suites on both cores (load 6-7), 25 repetitions of this test
+    gave ratios of 0.89-1.14: 1.5x leaves room for worse, and stays below the gap the next test
+    must resolve.
+    """
+    model = registered("resnet18", 32)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        first, second = interleaved_times([Timed(lambda: model(x)), Timed(lambda: model(x))], LATENCY)
+    ratio = median_ms(first) / median_ms(second)
+    assert 1 / STABLE_WITHIN < ratio < STABLE_WITHIN, (median_ms(first), median_ms(second))
+
+
+def test_a_model_with_sixteen_times_the_flops_measures_slower():
+    """resnet18_stem3 keeps 32 px inputs at full resolution through stage 1: 16x resnet18's FLOPs.
+
+    It measures only 2.2-2.9x slower at batch 1 (25 repetitions, load 6-7): at 32 px resnet18 is
+    bound by reading its 45 MB of weights, not by arithmetic. So the test asks for more than the
+    noise two measurements of one model may show (STABLE_WITHIN), not for the FLOPs ratio.
+    """
+    specs = load_params(ROOT / "params.yaml").models
+    flops = {name: summarize_spec(specs[name], 10, 32).flops for name in ("resnet18", "resnet18_stem3")}
+    assert flops["resnet18_stem3"] > 10 * flops["resnet18"]
+    small, large = registered("resnet18", 32), registered("resnet18_stem3", 32)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        fast, slow = interleaved_times([Timed(lambda: small(x)), Timed(lambda: large(x))], LATENCY)
+    assert median_ms(slow) > STABLE_WITHIN * median_ms(fast), (median_ms(fast), median_ms(slow))
