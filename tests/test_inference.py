@@ -1,4 +1,5 @@
-"""Inference cost: what a measurement holds, and that it is stable enough to compare models with.
+"""Inference cost: what a measurement holds, that it is stable enough to compare models with, and
+`cnnbench cost` as a user runs it.
 
 This machine is shared (2 cores, other test suites running): timing tests compare medians of
 interleaved calls in one process, never absolute times, with bounds far from the effects measured.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from fixtures import TINY_RESNET
 from torch import nn
 
+from cnnbench import cli
 from cnnbench.config import load_params, parse_model_spec
 from cnnbench.inference import (
     LATENCY,
@@ -157,3 +160,60 @@ def test_a_model_with_sixteen_times_the_flops_measures_slower():
     with torch.inference_mode():
         fast, slow = interleaved_times([Timed(lambda: small(x)), Timed(lambda: large(x))], LATENCY)
     assert median_ms(slow) > STABLE_WITHIN * median_ms(fast), (median_ms(fast), median_ms(slow))
+
+
+# ------------------------------------------------------------------ cnnbench cost
+
+
+def _cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `cnnbench ARGV` in-process: exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--params", str(ROOT / "params.yaml"), *argv])
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+def test_cli_cost_prints_the_measurement(capsys):
+    code, out, err = _cnnbench(capsys, "cost", "mobilenet_v2", "--image-size", "16", "--repeats", "5",
+                               "--batch-size", "4", "--device", "cpu")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "mobilenet_v2  (random weights, input 3x16x16)"
+    assert lines[1] == "params: 2,236,682; weights on disk: 9.2 MB"
+    assert "5 timed calls per thread count" in lines[2]
+    assert re.match(r"  batch-1 latency, 1 thread: +[\d.]+ ms median, +[\d.]+ ms p95$", lines[3])
+    assert re.match(r"  throughput, batch 4, \d+ threads?: [\d,]+ images/s$", lines[-1])
+
+
+def test_cli_cost_json_of_a_spec(capsys):
+    code, out, _ = _cnnbench(capsys, "cost", "--spec", json.dumps(TINY_RESNET), "--image-size", "8",
+                             "--num-classes", "3", "--repeats", "5", "--threads", "1", "--json")
+    data = json.loads(out)["spec"]
+    expected = build_model(parse_model_spec("tiny", TINY_RESNET), num_classes=3, image_size=8)
+    assert code == 0 and data["params"] == sum(p.numel() for p in expected.parameters())
+    assert data["image_size"] == 8 and data["threads_all"] == 1 and data["latency_calls"] == 5
+
+
+def test_cli_cost_of_two_models_gives_their_ratio(capsys):
+    code, out, err = _cnnbench(capsys, "cost", "resnet18", "mobilenet_v2", "--image-size", "16", "--repeats", "5",
+                               "--batch-size", "4", "--threads", "1", "--device", "cpu")
+    assert code == 0, err
+    assert out.startswith("resnet18  (") and "\n\nmobilenet_v2  (" in out
+    assert "batch-1 latency relative to resnet18 (medians of interleaved calls):" in out
+    assert re.search(r"\n  mobilenet_v2: [\d.]+x with 1 thread, [\d.]+x with 1 thread\n?$", out), out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["cost", "no_such_model"], "params: unknown model 'no_such_model'"),
+    (["cost", "resnet18", "mobilenet_v2", "resnet18"], "cost: resnet18 given more than once"),
+    (["cost"], "give one of MODEL, --spec, --spec-file"),
+    (["cost", "resnet18", "--spec", "{}"], "not MODEL and --spec"),
+    (["cost", "resnet18", "--image-size", "0"], "image size 0 is too small"),
+    (["cost", "resnet18", "--repeats", "0"], "--repeats: must be a positive integer"),
+    (["cost", "resnet18", "--device", "tpu"], "--device tpu: expected auto, cpu, cuda or cuda:N"),
+])
+def test_cli_cost_errors_are_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = _cnnbench(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err), err
