@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
 from cnnbench.evaluate import evaluate_run
+from cnnbench.inference import Precision
 from cnnbench.checkpoint import BEST
 
 
@@ -19,13 +20,16 @@ def main(argv=None) -> int:
     parser.add_argument("run", help="a name under `runs:` in params.yaml")
     parser.add_argument("data_dir", help="the prepared dataset, e.g. data/prepared/cifar10")
     parser.add_argument("run_dir", help="the run's checkpoints, e.g. data/runs/cifar10-resnet18")
-    parser.add_argument("out_dir", help="metrics, per-class table and predictions go here")
+    parser.add_argument("out_dir", help="metrics, per-class table, predictions and inference cost go here")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    params.run(args.run)
-    metrics = evaluate_run(Path(args.run_dir) / BEST, args.data_dir, args.out_dir, params.evaluate, args.device)
+    train = params.run(args.run).train
+    # The GPU's inference throughput is measured in the precision the run trains with.
+    precision = Precision(amp=train.amp, channels_last=train.channels_last)
+    metrics = evaluate_run(Path(args.run_dir) / BEST, args.data_dir, args.out_dir, params.evaluate, args.device,
+                           precision)
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     print(f"evaluate {args.run}: {shown}")
     return 0
