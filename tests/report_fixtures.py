@@ -9,6 +9,7 @@ evaluated, and butterflies / butterflies_clean (100 and 94 classes).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import zlib
@@ -115,6 +116,23 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
     (out / "metrics.json").write_text(json.dumps({
         "test_top1": test_top1, "test_top5": min(1.0, test_top1 + 0.02), "test_macro_f1": round(test_top1 - 0.01, 4),
         "test_loss": 0.3, "test_top1_tta": test_top1 + 0.002, "num_test": len(true), "num_classes": len(classes)}))
+    write_inference(out, model, seed, params, cuda)
+
+
+# Batch-1 latency with 1 thread per model, ms: MobileNetV2 slower than ResNet18, as measured at small sizes.
+LATENCY_MS = {"resnet18": 5.0, "resnet18_stem3": 13.0, "mobilenet_v2": 12.0}
+
+
+def write_inference(out: Path, model: str, seed: int, params: int, cuda: bool) -> None:
+    """eval/inference.json as evaluate writes it (the fields of cnnbench.inference.InferenceCost)."""
+    one = LATENCY_MS[model] + 0.5 * seed  # replicates measure a little apart
+    (out / "inference.json").write_text(json.dumps({
+        "image_size": 16, "params": params, "weights_bytes": 4 * params + 30_000, "cpu": "Test CPU @ 2.0GHz",
+        "threads_all": 2, "latency_calls": 60, "latency_cpu_b1_1t_ms": one, "latency_cpu_b1_1t_p95_ms": 1.5 * one,
+        "latency_cpu_b1_all_ms": 0.6 * one, "latency_cpu_b1_all_p95_ms": one, "throughput_cpu_batch": 32,
+        "throughput_cpu_ips": round(3000 / one, 1), "torch": "2.14.1",
+        "gpu": "NVIDIA H100 80GB HBM3" if cuda else None, "gpu_precision": "bf16 autocast, channels_last" if cuda else None,
+        "throughput_gpu_batch": 1024 if cuda else None, "throughput_gpu_ips": 25_000.0 if cuda else None}))
 
 
 def make_suite(root: Path, runs=None) -> Path:
@@ -139,7 +157,8 @@ def table(readme: str, dataset: str) -> dict[str, dict[str, str]]:
 
 def parse_table(markdown: str) -> dict[str, dict[str, str]]:
     """The first markdown table in `markdown` as {first word of the run cell: {column: cell}}."""
-    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"),
+                                     itertools.dropwhile(lambda ln: not ln.startswith("|"), markdown.splitlines())))
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[2:]:

@@ -217,3 +217,9 @@ def test_cli_cost_errors_are_one_line_and_exit_2(capsys, argv, message):
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert re.search(message, err), err
+
+
+def test_the_report_loads_the_names_the_measurement_writes():
+    from cnnbench.report.runs import INFERENCE_KEYS
+
+    assert set(INFERENCE_KEYS) <= {f.name for f in dataclasses.fields(InferenceCost)}

@@ -32,3 +32,17 @@ def test_broken_metrics_file_is_a_user_error(tmp_path):
     (tmp_path / "digits-resnet18" / "eval" / "metrics.json").write_text("{not json")
     with pytest.raises(CnnbenchError, match="eval/metrics.json"):
         load_runs(tmp_path)
+
+
+def test_inference_cost_is_loaded_under_its_stable_names(tmp_path):
+    make_suite(tmp_path, ["digits-resnet18", "digits-mobilenet_v2", "cifar10-resnet18"])
+    (tmp_path / "digits-mobilenet_v2" / "eval" / "inference.json").write_text(
+        '{"measured": false, "reason": "evaluate.inference is false in params.yaml"}')
+    runs = load_runs(tmp_path).runs
+    assert runs.at["digits-resnet18", "latency_cpu_b1_1t_ms"] == pytest.approx(5.0)
+    assert runs.at["digits-resnet18", "latency_cpu_b1_all_ms"] == pytest.approx(3.0)
+    assert runs.at["digits-resnet18", "weights_bytes"] == 4 * 11_181_642 + 30_000
+    assert runs.at["digits-resnet18", "inference_cpu"] == "Test CPU @ 2.0GHz"
+    # switched off, or not evaluated yet: blank, not an error
+    assert np.isnan(runs.at["digits-mobilenet_v2", "latency_cpu_b1_1t_ms"])
+    assert np.isnan(runs.at["cifar10-resnet18", "latency_cpu_b1_1t_ms"])

@@ -6,7 +6,7 @@ import pytest
 from report_fixtures import REFERENCE, make_suite, parse_table
 
 from cnnbench.report.runs import load_runs
-from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, suite_metrics
+from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, inference_table, suite_metrics
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,16 @@ def test_suite_metrics_keep_only_measured_numbers(tmp_path):
     metrics = suite_metrics(load_runs(make_suite(tmp_path, ["digits-resnet18", "cifar10-resnet18"])).runs)
     assert metrics["digits-resnet18"]["test_top1"] == 0.97
     assert "test_top1" not in metrics["cifar10-resnet18"] and metrics["cifar10-resnet18"]["best_val_acc"] == 0.8
+
+
+def test_inference_table_shows_latency_with_its_p95_size_and_throughput(groups):
+    digits = parse_table(inference_table(groups["digits"]))
+    resnet = digits["digits-resnet18"]  # two seeds measured 5.0 and 5.5 ms
+    assert resnet["batch-1 latency, 1 thread (ms)"] == "5.25 ± 0.35 (p95 7.88)"
+    assert resnet["batch-1 latency, 2 threads (ms)"] == "3.15 ± 0.21 (p95 5.25)"
+    assert resnet["weights (MB)"] == "44.8" and resnet["params (M)"] == "11.18"
+    assert digits["digits-mobilenet_v2"]["CPU images/s"] == "250 (batch 32)"
+    assert "GPU images/s" not in digits["digits-mobilenet_v2"]  # measured on the CPU only
+    bfly = parse_table(inference_table(groups["butterflies"]))["butterflies-resnet18-imagenet"]
+    assert bfly["GPU images/s"] == "25,000 (batch 1024)"
+    assert inference_table(groups["cifar10"]) is None  # not evaluated, not measured

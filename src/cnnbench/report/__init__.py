@@ -22,6 +22,7 @@ from cnnbench.report.figures import (
     confused_pairs,
     families_in,
     family_title,
+    plot_acc_vs_latency,
     plot_acc_vs_time,
     plot_confused_pairs,
     plot_confusion,
@@ -31,7 +32,14 @@ from cnnbench.report.figures import (
 )
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
-from cnnbench.report.tables import dataset_summary, dataset_table, figure_markdown, group_replicates, suite_metrics
+from cnnbench.report.tables import (
+    dataset_summary,
+    dataset_table,
+    figure_markdown,
+    group_replicates,
+    inference_table,
+    suite_metrics,
+)
 
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 
@@ -99,6 +107,7 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
                   "same configuration (best validation accuracy; its hardware differs from ours, so compare "
                   "ratios of s/epoch, not absolute values).", ""]
     lines += [dataset_summary(groups), ""]
+    lines += _inference_section(runs, groups)
     for suffix, caption, fig in _dataset_figures(data, dataset, groups, cfg, n_classes):
         if fig is None:
             continue
@@ -106,6 +115,23 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
         save_figure(fig, fig_dir / name)
         lines += figure_markdown(caption, name)
     return "\n".join(lines)
+
+
+def _inference_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
+    """The inference-cost table under a line saying how and where it was measured; nothing when unmeasured."""
+    table = inference_table(groups)
+    if table is None:
+        return []
+    cpus = "; ".join(sorted({c for c in runs["inference_cpu"] if isinstance(c, str)})) or "an unrecorded CPU"
+    gpus = sorted({g for g in runs["inference_gpu"] if isinstance(g, str)})
+    where = f"on {cpus}" + (f" and {'; '.join(gpus)}" if gpus else "")
+    return [f"**Inference cost**, measured by `evaluate` {where} on random images of the dataset's size: "
+            "batch-1 latency is the median of timed calls after warm-up (p95 beside it), with 1 thread (a "
+            "resource-limited device) and with every CPU the process may use; throughput is images/s at the "
+            "given batch, fp32 on the CPU, the run's training precision on the GPU. Timings belong to that "
+            "machine and its load at the time: compare ratios between runs, not absolute values. Weights: "
+            "the saved state dict. `cnnbench cost MODEL --image-size N` measures any model before training.",
+            "", table, ""]
 
 
 def _data_links(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str]:
@@ -124,6 +150,8 @@ def _dataset_figures(data: RunsData, dataset: str, groups: pd.DataFrame, cfg: Re
     families = family_title(families_in(runs, cfg.family_names), cfg.family_names)
     figures = [("val_acc", "Validation accuracy per epoch", plot_val_acc(data.curves, runs.index, dataset)),
                ("acc_vs_time", "Accuracy vs training time per epoch", plot_acc_vs_time(groups, dataset)),
+               ("acc_vs_latency", "Accuracy vs batch-1 CPU latency, 1 thread (the deployment view)",
+                plot_acc_vs_latency(groups, dataset)),
                ("family_curves", f"{families} training curves",
                 plot_family_curves(data.curves, runs, dataset, cfg.family_names))]
     best = _best_run(runs, data)

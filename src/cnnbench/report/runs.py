@@ -1,7 +1,7 @@
 """Loading a suite's runs: what the train and evaluate stages wrote, as tables.
 
 Reads only `<runs_dir>/<run>/train/` (DVCLive's params.yaml, metrics.json and TSV curves) and
-`<runs_dir>/<run>/eval/` (metrics.json, per_class.csv, predictions.csv). Any missing optional
+`<runs_dir>/<run>/eval/` (metrics.json, per_class.csv, predictions.csv, inference.json). Any missing optional
 file leaves its columns blank; an unreadable one is a CnnbenchError that names it.
 """
 
@@ -22,7 +22,11 @@ from cnnbench.files import read_json_object
 TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
               "params", "flops_per_image", "epochs")
 EVAL_KEYS = ("test_top1", "test_top5", "test_macro_f1", "test_loss", "test_top1_tta", "num_test", "num_classes")
-AGG_KEYS = TRAIN_KEYS + EVAL_KEYS
+# Inference cost (eval/inference.json, cnnbench.inference.InferenceCost): stable names that claims can cite.
+INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_cpu_b1_all_ms",
+                  "latency_cpu_b1_all_p95_ms", "threads_all", "throughput_cpu_ips", "throughput_cpu_batch",
+                  "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes")
+AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
 
 
@@ -76,7 +80,7 @@ def load_runs(runs_dir: str | Path) -> RunsData:
 
 
 _RUN_COLUMNS = ["run", "dataset", "model", "family", "pretrained", "seed", "config", "peak_mem_kind", "device",
-                "has_train", "has_eval", *AGG_KEYS]
+                "has_train", "has_eval", *AGG_KEYS, "inference_cpu", "inference_gpu"]
 
 
 def _load_run_row(run_dir: Path) -> dict | None:
@@ -108,6 +112,15 @@ def _load_run_row(run_dir: Path) -> dict | None:
         row[key] = as_number(train.get(key))
     for key in EVAL_KEYS:
         row[key] = as_number(evaluation.get(key))
+    row.update(_inference_row(run_dir))
+    return row
+
+
+def _inference_row(run_dir: Path) -> dict:
+    """INFERENCE_KEYS and the processors that measured them, from eval/inference.json (blank when absent)."""
+    cost = read_json_object(run_dir / "eval" / "inference.json") or {}
+    row = {key: as_number(cost.get(key)) for key in INFERENCE_KEYS}
+    row["inference_cpu"], row["inference_gpu"] = cost.get("cpu"), cost.get("gpu")
     return row
 
 
