@@ -90,7 +90,7 @@ def _latency_repeats(calls: int | None):
 
     if calls is None:
         return LATENCY
-    return dataclasses.replace(LATENCY, calls=calls, min_calls=calls, block=min(LATENCY.block, calls))
+    return dataclasses.replace(LATENCY, calls=calls, min_calls=calls)
 
 
 def _check_summary_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

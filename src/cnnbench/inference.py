@@ -2,9 +2,11 @@
 and the GPU, and the size of its weights on disk.
 
 These are wall-clock facts of the machine that measures them, and that machine may be busy. So the
-settings compared take turns in short blocks (a burst of load hits both alike), after untimed
-warm-up calls (allocator, oneDNN primitives, cuDNN heuristics, the thread pool), and the result is
-the median with the 95th percentile beside it, not the mean that one stall would drag.
+settings compared (thread counts, models) take turns call by call in a shuffled order (a burst of
+load hits all alike), after untimed warm-up calls (allocator, oneDNN primitives, cuDNN heuristics,
+the thread pool), and the result is the median with the 95th percentile beside it, not the mean
+that one stall would drag. Ratios measured side by side hold on a busy machine; figures measured
+at different times (one run's evaluate against another's) carry the load of their moment.
 The CPU runs fp32; the GPU runs the precision the run trains with (bf16 autocast, channels_last).
 """
 
@@ -34,13 +36,12 @@ class Repeats:
     calls: int           # timed calls per setting, at most ...
     min_calls: int       # ... and at least, whatever the time budget
     seconds: float       # stop once this much time went into timed calls and min_calls are in
-    block: int = 1       # consecutive calls of one setting before the next takes its turn
 
 
 # Batch 1: a few ms per call at 16-32 px, so 60 calls per thread count take well under a second
 # on an idle CPU. The time bound bites when the machine is busy: with other jobs on a 2-core
 # machine, a 2-thread call measured 0.03-0.8 s (each layer's barrier waits for a descheduled thread).
-LATENCY = Repeats(warmup=3, calls=60, min_calls=10, seconds=1.5, block=5)
+LATENCY = Repeats(warmup=3, calls=60, min_calls=10, seconds=1.5)
 # Batches: each call already averages over its images, so a few are enough for a median.
 THROUGHPUT = Repeats(warmup=1, calls=5, min_calls=2, seconds=1.0)
 GPU_THROUGHPUT = Repeats(warmup=3, calls=20, min_calls=3, seconds=1.0)
@@ -98,21 +99,21 @@ class Timed:
 
 
 def interleaved_times(settings: Sequence[Timed], repeats: Repeats) -> list[np.ndarray]:
-    """Seconds of each timed call, per setting; the settings take turns in blocks of `repeats.block` calls."""
+    """Seconds of each timed call, per setting; each round times every setting once, in a shuffled order."""
     for setting in settings:
         setting.prepare()
         for _ in range(repeats.warmup):
             setting.call()
     times: list[list[float]] = [[] for _ in settings]
+    order = np.random.default_rng(0)  # shuffled, so no setting keeps in step with a periodic load
     spent = 0.0
     while True:
-        for setting, out in zip(settings, times):
-            setting.prepare()
-            for _ in range(repeats.block):
-                start = time.perf_counter()
-                setting.call()
-                out.append(time.perf_counter() - start)
-                spent += out[-1]
+        for i in order.permutation(len(settings)):
+            settings[i].prepare()
+            start = time.perf_counter()
+            settings[i].call()
+            times[i].append(time.perf_counter() - start)
+            spent += times[i][-1]
         done = len(times[0])
         if done >= repeats.calls or (done >= repeats.min_calls and spent >= repeats.seconds):
             return [np.array(t) for t in times]
