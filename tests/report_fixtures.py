@@ -128,7 +128,7 @@ def write_inference(out: Path, model: str, seed: int, params: int, cuda: bool) -
     one = LATENCY_MS[model] + 0.5 * seed  # replicates measure a little apart
     (out / "inference.json").write_text(json.dumps({
         "image_size": 16, "params": params, "weights_bytes": 4 * params + 30_000, "cpu": "Test CPU @ 2.0GHz",
-        "threads_all": 2, "latency_calls": 60, "latency_cpu_b1_1t_ms": one, "latency_cpu_b1_1t_p95_ms": 1.5 * one,
+        "threads_all": 2, "load_average": 0.5 + seed, "latency_calls": 60, "latency_cpu_b1_1t_ms": one, "latency_cpu_b1_1t_p95_ms": 1.5 * one,
         "latency_cpu_b1_all_ms": 0.6 * one, "latency_cpu_b1_all_p95_ms": one, "throughput_cpu_batch": 32,
         "throughput_cpu_ips": round(3000 / one, 1), "torch": "2.14.1",
         "gpu": "NVIDIA H100 80GB HBM3" if cuda else None, "gpu_precision": "bf16 autocast, channels_last" if cuda else None,

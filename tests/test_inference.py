@@ -34,7 +34,7 @@ from cnnbench.models import build_model
 from cnnbench.summary import summarize_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = Repeats(warmup=1, calls=5, min_calls=5, seconds=0.0)
+QUICK = Repeats(warmup=1, warmup_seconds=0.0, calls=5, min_calls=5, seconds=0.0)
 STABLE_WITHIN = 1.5   # two measurements of one model agree within this ratio of medians (see the tests)
 
 
@@ -106,14 +106,20 @@ def test_settings_take_turns_in_shuffled_rounds_and_stop_at_the_time_budget():
     order: list[str] = []
     settings = [Timed(lambda: order.append("a"), lambda: order.append("A")),
                 Timed(lambda: order.append("b"), lambda: order.append("B"))]
-    times = interleaved_times(settings, Repeats(warmup=1, calls=8, min_calls=2, seconds=1e9))
+    times = interleaved_times(settings, Repeats(warmup=1, warmup_seconds=1e9, calls=8, min_calls=2, seconds=1e9))
     assert [len(t) for t in times] == [8, 8]
     assert "".join(order[:4]) == "AaBb"  # warm-up
     rounds = ["".join(order[i:i + 4]) for i in range(4, len(order), 4)]
     assert set(rounds) == {"AaBb", "BbAa"}  # every round times each setting once, prepared, in either order
     # Past the budget, the first round that reaches min_calls is the last.
-    times = interleaved_times([Timed(lambda: None)], Repeats(warmup=0, calls=100, min_calls=3, seconds=0.0))
+    times = interleaved_times([Timed(lambda: None)], Repeats(warmup=0, warmup_seconds=0.0, calls=100, min_calls=3,
+                                                             seconds=0.0))
     assert len(times[0]) == 3
+    # A slow setting warms up once, not `warmup` times.
+    warm: list[int] = []
+    interleaved_times([Timed(lambda: warm.append(1))], Repeats(warmup=50, warmup_seconds=0.0, calls=1,
+                                                               min_calls=1, seconds=0.0))
+    assert len(warm) == 1 + 1
 
 
 def test_one_thread_count_given_twice_is_measured_once():

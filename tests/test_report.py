@@ -77,6 +77,7 @@ def test_inference_cost_table_and_deployment_figure(rendered):
     out, readme = rendered
     digits = section(readme, "digits")
     assert "**Inference cost**, measured by `evaluate` on Test CPU @ 2.0GHz on random images" in digits
+    assert "load average was 0.5-1.5 while measuring" in digits
     assert "| `digits-mobilenet_v2` | mobilenet_v2 | 2.24 | 9.0 | 12.00 (p95 18.00) | 7.20 (p95 12.00) |" in digits
     assert "[figures/digits_acc_vs_latency.png]" in digits and (out / "figures" / "digits_acc_vs_latency.png").is_file()
     assert "and NVIDIA H100 80GB HBM3" in section(readme, "butterflies")

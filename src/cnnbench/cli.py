@@ -233,7 +233,7 @@ examples:
                    help="the 'all threads' count of the CPU figures (default: every CPU this process may use)")
     g.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
                    help="timed batch-1 calls per thread count (default: as evaluate measures, up to 60, "
-                   "fewer when a busy machine makes them take over 1.5 s, never under 10)")
+                   "fewer when a busy machine makes them take over 1.5 s, never under 5)")
     g.add_argument("--device", default="auto", help="auto or cuda: the CPU, and the GPU when there is one; "
                    "cpu: the CPU only (default: %(default)s)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,

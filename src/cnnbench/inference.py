@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import io
 import json
+import math
 import os
 import platform
 import time
@@ -32,19 +33,21 @@ from torch import nn
 class Repeats:
     """How many calls to time: enough for a stable median, bounded in seconds so `evaluate` stays quick."""
 
-    warmup: int          # untimed calls per setting before any timing
+    warmup: int          # untimed calls per setting before any timing, at most ...
+    warmup_seconds: float  # ... stopping early (after one) once a setting's warm-up took this long
     calls: int           # timed calls per setting, at most ...
     min_calls: int       # ... and at least, whatever the time budget
     seconds: float       # stop once this much time went into timed calls and min_calls are in
 
 
-# Batch 1: a few ms per call at 16-32 px, so 60 calls per thread count take well under a second
-# on an idle CPU. The time bound bites when the machine is busy: with other jobs on a 2-core
-# machine, a 2-thread call measured 0.03-0.8 s (each layer's barrier waits for a descheduled thread).
-LATENCY = Repeats(warmup=3, calls=60, min_calls=10, seconds=1.5)
+# Batch 1: a few ms per call at 16-32 px, so 60 calls per thread count take about a second on an
+# idle CPU. The time bounds bite when the machine is busy: with other jobs on both cores of a
+# 2-core machine a 2-thread call took 0.5-2.5 s (each layer's barrier waits for a descheduled
+# thread), and 3 such calls are what evaluate can afford (its p95 is then their maximum).
+LATENCY = Repeats(warmup=3, warmup_seconds=0.2, calls=60, min_calls=3, seconds=1.5)
 # Batches: each call already averages over its images, so a few are enough for a median.
-THROUGHPUT = Repeats(warmup=1, calls=5, min_calls=2, seconds=1.0)
-GPU_THROUGHPUT = Repeats(warmup=3, calls=20, min_calls=3, seconds=1.0)
+THROUGHPUT = Repeats(warmup=1, warmup_seconds=0.0, calls=5, min_calls=2, seconds=1.0)
+GPU_THROUGHPUT = Repeats(warmup=3, warmup_seconds=1.0, calls=20, min_calls=3, seconds=1.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class InferenceCost:
     weights_bytes: int                 # torch.save of the state dict
     cpu: str                           # the processor that ran the CPU figures
     threads_all: int                   # the "all threads" count: CPUs available to the process
+    load_average: float                # the machine's 1-minute load when measuring: above threads_all, it was busy
     latency_calls: int                 # timed batch-1 calls per thread count
     latency_cpu_b1_1t_ms: float        # median
     latency_cpu_b1_1t_p95_ms: float
@@ -102,8 +106,11 @@ def interleaved_times(settings: Sequence[Timed], repeats: Repeats) -> list[np.nd
     """Seconds of each timed call, per setting; each round times every setting once, in a shuffled order."""
     for setting in settings:
         setting.prepare()
+        start = time.perf_counter()
         for _ in range(repeats.warmup):
             setting.call()
+            if time.perf_counter() - start >= repeats.warmup_seconds:
+                break
     times: list[list[float]] = [[] for _ in settings]
     order = np.random.default_rng(0)  # shuffled, so no setting keeps in step with a periodic load
     spent = 0.0
@@ -189,19 +196,21 @@ def measure_inference(models: Sequence[nn.Module], image_size: int, cpu_batch: i
     torch's thread count is restored afterwards.
     """
     threads = threads or available_cpus()
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else math.nan
     cpu_models = [copy.deepcopy(m).to("cpu").eval() for m in models]
     latencies = cpu_latency(cpu_models, image_size, (1, threads), latency)
-    return [_cost(model, cpu_model, lat[1], lat[threads], image_size, cpu_batch, gpu, gpu_batch, precision, threads)
-            for model, cpu_model, lat in zip(models, cpu_models, latencies)]
+    return [_cost(model, cpu_model, lat[1], lat[threads], image_size, cpu_batch, gpu, gpu_batch, precision, threads,
+                  load) for model, cpu_model, lat in zip(models, cpu_models, latencies)]
 
 
 def _cost(model: nn.Module, cpu_model: nn.Module, one: np.ndarray, every: np.ndarray, image_size: int,
           cpu_batch: int, gpu: torch.device | None, gpu_batch: int, precision: Precision,
-          threads: int) -> InferenceCost:
+          threads: int, load: float) -> InferenceCost:
     """One model's InferenceCost from its batch-1 times; measures its size and throughputs."""
     cost = dict(
         image_size=image_size, params=sum(p.numel() for p in cpu_model.parameters()),
-        weights_bytes=weights_bytes(cpu_model), cpu=cpu_name(), threads_all=threads, latency_calls=len(one),
+        weights_bytes=weights_bytes(cpu_model), cpu=cpu_name(), threads_all=threads, load_average=load,
+        latency_calls=len(one),
         latency_cpu_b1_1t_ms=_ms(np.median(one)), latency_cpu_b1_1t_p95_ms=_ms(np.percentile(one, 95)),
         latency_cpu_b1_all_ms=_ms(np.median(every)), latency_cpu_b1_all_p95_ms=_ms(np.percentile(every, 95)),
         throughput_cpu_batch=cpu_batch,
@@ -258,7 +267,8 @@ def format_cost(cost: InferenceCost, title: str) -> str:
     lines = [
         f"{title}  (random weights, input 3x{cost.image_size}x{cost.image_size})",
         f"params: {cost.params:,}; weights on disk: {cost.weights_bytes / 1e6:.1f} MB",
-        f"CPU: {cost.cpu}, torch {cost.torch}; {cost.latency_calls} timed calls per thread count",
+        f"CPU: {cost.cpu}, torch {cost.torch}, load average {cost.load_average:g}; "
+        f"{cost.latency_calls} timed calls per thread count",
         latency("1 thread", cost.latency_cpu_b1_1t_ms, cost.latency_cpu_b1_1t_p95_ms),
         latency(every, cost.latency_cpu_b1_all_ms, cost.latency_cpu_b1_all_p95_ms),
         f"  throughput, batch {cost.throughput_cpu_batch}, {every}: {cost.throughput_cpu_ips:,.0f} images/s",

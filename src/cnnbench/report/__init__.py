@@ -125,12 +125,15 @@ def _inference_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
     cpus = "; ".join(sorted({c for c in runs["inference_cpu"] if isinstance(c, str)})) or "an unrecorded CPU"
     gpus = sorted({g for g in runs["inference_gpu"] if isinstance(g, str)})
     where = f"on {cpus}" + (f" and {'; '.join(gpus)}" if gpus else "")
+    loads = runs["load_average"].dropna()
+    load = (f" The machine's load average was {loads.min():.1f}-{loads.max():.1f} while measuring (above the "
+            "thread count, other jobs shared the CPUs: the all-threads figures suffer most)." if len(loads) else "")
     return [f"**Inference cost**, measured by `evaluate` {where} on random images of the dataset's size: "
             "batch-1 latency is the median of timed calls after warm-up (p95 beside it), with 1 thread (a "
             "resource-limited device) and with every CPU the process may use; throughput is images/s at the "
-            "given batch, fp32 on the CPU, the run's training precision on the GPU. Timings belong to that "
-            "machine and its load at the time: compare ratios between runs, not absolute values. Weights: "
-            "the saved state dict. `cnnbench cost MODEL --image-size N` measures any model before training.",
+            "given batch, fp32 on the CPU, the run's training precision on the GPU. Each run is measured in its "
+            f"own stage, at its own moment.{load} Weights: the saved state dict. `cnnbench cost A B "
+            "--image-size N` measures models side by side, before training, with their ratios.",
             "", table, ""]
 
 

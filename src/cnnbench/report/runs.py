@@ -25,7 +25,7 @@ EVAL_KEYS = ("test_top1", "test_top5", "test_macro_f1", "test_loss", "test_top1_
 # Inference cost (eval/inference.json, cnnbench.inference.InferenceCost): stable names that claims can cite.
 INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_cpu_b1_all_ms",
                   "latency_cpu_b1_all_p95_ms", "threads_all", "throughput_cpu_ips", "throughput_cpu_batch",
-                  "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes")
+                  "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes", "load_average")
 AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
 
