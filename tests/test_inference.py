@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import TINY_RESNET
+from fixtures import TINY_RESNET, run_cnnbench
 from torch import nn
 
-from cnnbench import cli
 from cnnbench.config import load_params, parse_model_spec
 from cnnbench.inference import (
     LATENCY,
@@ -178,16 +177,8 @@ def test_a_model_with_sixteen_times_the_flops_measures_slower():
 # ------------------------------------------------------------------ cnnbench cost
 
 
-def _cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `cnnbench ARGV` in-process: exit code, stdout, stderr."""
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["--params", str(ROOT / "params.yaml"), *argv])
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
-
-
 def test_cli_cost_prints_the_measurement(capsys):
-    code, out, err = _cnnbench(capsys, "cost", "mobilenet_v2", "--image-size", "16", "--repeats", "5",
+    code, out, err = run_cnnbench(capsys, "cost", "mobilenet_v2", "--image-size", "16", "--repeats", "5",
                                "--batch-size", "4", "--threads", "1", "--device", "cpu")
     assert code == 0, err
     lines = out.splitlines()
@@ -199,7 +190,7 @@ def test_cli_cost_prints_the_measurement(capsys):
 
 
 def test_cli_cost_json_of_a_spec(capsys):
-    code, out, _ = _cnnbench(capsys, "cost", "--spec", json.dumps(TINY_RESNET), "--image-size", "8",
+    code, out, _ = run_cnnbench(capsys, "cost", "--spec", json.dumps(TINY_RESNET), "--image-size", "8",
                              "--num-classes", "3", "--repeats", "5", "--threads", "1", "--json")
     data = json.loads(out)["spec"]
     expected = build_model(parse_model_spec("tiny", TINY_RESNET), num_classes=3, image_size=8)
@@ -208,7 +199,7 @@ def test_cli_cost_json_of_a_spec(capsys):
 
 
 def test_cli_cost_of_two_models_gives_their_ratio(capsys):
-    code, out, err = _cnnbench(capsys, "cost", "resnet18", "mobilenet_v2", "--image-size", "16", "--repeats", "5",
+    code, out, err = run_cnnbench(capsys, "cost", "resnet18", "mobilenet_v2", "--image-size", "16", "--repeats", "5",
                                "--batch-size", "4", "--threads", "1", "--device", "cpu")
     assert code == 0, err
     assert out.startswith("resnet18  (") and "\n\nmobilenet_v2  (" in out
@@ -226,7 +217,7 @@ def test_cli_cost_of_two_models_gives_their_ratio(capsys):
     (["cost", "resnet18", "--device", "tpu"], "--device tpu: expected auto, cpu, cuda or cuda:N"),
 ])
 def test_cli_cost_errors_are_one_line_and_exit_2(capsys, argv, message):
-    code, out, err = _cnnbench(capsys, *argv)
+    code, out, err = run_cnnbench(capsys, *argv)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert re.search(message, err), err
