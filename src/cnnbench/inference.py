@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import io
 import json
-import math
 import os
 import platform
 import time
@@ -70,7 +69,7 @@ class InferenceCost:
     weights_bytes: int                 # torch.save of the state dict
     cpu: str                           # the processor that ran the CPU figures
     threads_all: int                   # the "all threads" count: CPUs available to the process
-    load_average: float                # the machine's 1-minute load when measuring: above threads_all, it was busy
+    load_average: float | None         # the machine's 1-minute load when measuring: above threads_all, it was busy
     latency_calls: int                 # timed batch-1 calls per thread count
     latency_cpu_b1_1t_ms: float        # median
     latency_cpu_b1_1t_p95_ms: float
@@ -196,7 +195,7 @@ def measure_inference(models: Sequence[nn.Module], image_size: int, cpu_batch: i
     torch's thread count is restored afterwards.
     """
     threads = threads or available_cpus()
-    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else math.nan
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     cpu_models = [copy.deepcopy(m).to("cpu").eval() for m in models]
     latencies = cpu_latency(cpu_models, image_size, (1, threads), latency)
     return [_cost(model, cpu_model, lat[1], lat[threads], image_size, cpu_batch, gpu, gpu_batch, precision, threads,
@@ -205,7 +204,7 @@ def measure_inference(models: Sequence[nn.Module], image_size: int, cpu_batch: i
 
 def _cost(model: nn.Module, cpu_model: nn.Module, one: np.ndarray, every: np.ndarray, image_size: int,
           cpu_batch: int, gpu: torch.device | None, gpu_batch: int, precision: Precision,
-          threads: int, load: float) -> InferenceCost:
+          threads: int, load: float | None) -> InferenceCost:
     """One model's InferenceCost from its batch-1 times; measures its size and throughputs."""
     cost = dict(
         image_size=image_size, params=sum(p.numel() for p in cpu_model.parameters()),
@@ -267,7 +266,7 @@ def format_cost(cost: InferenceCost, title: str) -> str:
     lines = [
         f"{title}  (random weights, input 3x{cost.image_size}x{cost.image_size})",
         f"params: {cost.params:,}; weights on disk: {cost.weights_bytes / 1e6:.1f} MB",
-        f"CPU: {cost.cpu}, torch {cost.torch}, load average {cost.load_average:g}; "
+        f"CPU: {cost.cpu}, torch {cost.torch}, load average {cost.load_average}; "
         f"{cost.latency_calls} timed calls per thread count",
         latency("1 thread", cost.latency_cpu_b1_1t_ms, cost.latency_cpu_b1_1t_p95_ms),
         latency(every, cost.latency_cpu_b1_all_ms, cost.latency_cpu_b1_all_p95_ms),
