@@ -21,6 +21,7 @@ from torch import nn
 from cnnbench.config import load_params, parse_model_spec
 from cnnbench.inference import (
     LATENCY,
+    Precision,
     InferenceCost,
     Repeats,
     Timed,
@@ -227,3 +228,11 @@ def test_the_report_loads_the_names_the_measurement_writes():
     from cnnbench.report.runs import INFERENCE_KEYS
 
     assert set(INFERENCE_KEYS) <= {f.name for f in dataclasses.fields(InferenceCost)}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_gpu_is_measured_in_the_given_precision():
+    (cost,) = measure_inference([tiny()], image_size=8, cpu_batch=4, gpu=torch.device("cuda"), gpu_batch=64,
+                                precision=Precision(amp=True, channels_last=True), threads=1, latency=QUICK)
+    assert cost.gpu == torch.cuda.get_device_name() and cost.gpu_precision == "bf16 autocast, channels_last"
+    assert cost.throughput_gpu_batch == 64 and cost.throughput_gpu_ips > 0

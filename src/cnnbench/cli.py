@@ -14,7 +14,7 @@ from cnnbench.errors import CnnbenchError
 
 
 # `cnnbench summary` describes one thing: a params.yaml model, an ad-hoc spec, or a single layer;
-# `cnnbench cost` measures one model, named the same ways.
+# `cnnbench cost` measures one model or several side by side, named the same ways.
 SPEC_SOURCES = {"model": "MODEL", "spec": "--spec", "spec_file": "--spec-file"}
 SUMMARY_SOURCES = {**SPEC_SOURCES, "layer": "--layer"}
 MODEL_FLAGS = {"num_classes": "--num-classes", "image_size": "--image-size", "batch_size": "--batch-size"}
