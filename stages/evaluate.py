@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
 from cnnbench.evaluate import evaluate_replicates
+from cnnbench.inference import Precision
 
 
 def main(argv=None) -> int:
@@ -24,8 +25,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     run = params.run(args.run)
+    # The GPU's inference throughput is measured in the precision the run trains with.
+    precision = Precision(amp=run.train.amp, channels_last=run.train.channels_last)
     for seed, metrics in evaluate_replicates(run, args.data_dir, args.run_dir, args.out_dir, params.evaluate,
-                                             args.device).items():
+                                             args.device, precision).items():
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         print(f"evaluate {args.run} seed {seed}: {shown}")
     return 0

@@ -6,7 +6,8 @@ Plain functions (no pytest here), so any test module can `from fixtures import .
 - write_flat_png: a real PNG far larger decoded than on disk, as a decompression bomb is;
 - serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet;
 - run_with_peak_rss: a command in a child process, with the peak memory it and its workers used;
-- registry / randomise_bn_stats / TINY_RESNET: the declared model variants, and helpers for model tests.
+- registry / randomise_bn_stats / TINY_RESNET: the declared model variants, and helpers for model tests;
+- run_cnnbench: the `cnnbench` command run in-process against the project's params.yaml.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import torch
 from PIL import Image
 
 from cnnbench.config import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------ CIFAR-10 python tarball
 
@@ -374,3 +377,18 @@ def randomise_bn_stats(model: torch.nn.Module) -> torch.nn.Module:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
     return model
+
+
+# ------------------------------------------------------------------ the command
+
+
+def run_cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `cnnbench ARGV` in-process with the project's params.yaml: exit code, stdout, stderr."""
+    from cnnbench import cli
+
+    try:
+        cli.main(["--params", str(ROOT / "params.yaml"), *argv])
+    except SystemExit as exit_:
+        out, err = capsys.readouterr()
+        return exit_.code, out, err
+    raise AssertionError("cnnbench returned instead of exiting with a status")

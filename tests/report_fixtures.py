@@ -154,6 +154,23 @@ def write_run(root: Path, run: str, dataset: str, model: str, seed: int, pretrai
     # Image ids name the class: the same image keeps its id in a dataset that drops other classes.
     ids = [f"{classes[t]}/img{i % per:02d}.jpg" for i, t in enumerate(true)]
     write_eval(root / run / "eval" / f"seed{seed}", classes, ids, true, pred, rng.uniform(0.3, 1.0, len(true)))
+    write_inference(root / run / "eval" / f"seed{seed}", model, seed, PARAMS.get(model, 1_000_000), dataset != "digits")
+
+
+# Batch-1 latency with 1 thread per model, ms: MobileNetV2 slower than ResNet18, as measured at small sizes.
+LATENCY_MS = {"resnet18": 5.0, "resnet18_stem3": 13.0, "mobilenet_v2": 12.0}
+
+
+def write_inference(out: Path, model: str, seed: int, params: int, cuda: bool) -> None:
+    """eval/inference.json as evaluate writes it (the fields of cnnbench.inference.InferenceCost)."""
+    one = LATENCY_MS.get(model, 8.0) + 0.5 * seed  # replicates measure a little apart
+    (out / "inference.json").write_text(json.dumps({
+        "image_size": 16, "params": params, "weights_bytes": 4 * params + 30_000, "cpu": "Test CPU @ 2.0GHz",
+        "threads_all": 2, "load_average": 0.5 + seed, "latency_calls": 60, "latency_cpu_b1_1t_ms": one,
+        "latency_cpu_b1_1t_p95_ms": 1.5 * one, "latency_cpu_b1_all_ms": 0.6 * one, "latency_cpu_b1_all_p95_ms": one,
+        "throughput_cpu_batch": 32, "throughput_cpu_ips": round(3000 / one, 1), "torch": "2.14.1",
+        "gpu": "NVIDIA H100 80GB HBM3" if cuda else None, "gpu_precision": "bf16 autocast, channels_last" if cuda else None,
+        "throughput_gpu_batch": 1024 if cuda else None, "throughput_gpu_ips": 25_000.0 if cuda else None}))
 
 
 def make_suite(root: Path, runs=None) -> Path:
@@ -181,8 +198,8 @@ def table(readme: str, dataset: str) -> dict[str, dict[str, str]]:
 
 def parse_table(markdown: str) -> dict[str, dict[str, str]]:
     """The first markdown table in `markdown` as {first word of the run cell: {column: cell}}."""
-    text = markdown[markdown.index("\n|") + 1:] if not markdown.startswith("|") else markdown
-    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"), text.splitlines()))
+    lines = list(itertools.takewhile(lambda ln: ln.startswith("|"),
+                                     itertools.dropwhile(lambda ln: not ln.startswith("|"), markdown.splitlines())))
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[2:]:

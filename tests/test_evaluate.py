@@ -26,7 +26,7 @@ from cnnbench.config import (AugmentConfig, DatasetConfig, EvaluateConfig, RunCo
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.arrays import load_prepared, write_prepared
 from cnnbench.data.prepare import prepare_dataset
-from cnnbench.evaluate import evaluate_run, load_model, predict_probs
+from cnnbench.evaluate import INFERENCE, evaluate_run, load_model, predict_probs
 from cnnbench.checkpoint import BEST
 from cnnbench.class_scores import SCORES, load_scores
 from cnnbench.train import train_run
@@ -141,6 +141,45 @@ def test_top5_is_null_with_four_classes(four_classes, tmp_path):
     assert per_class["class"].tolist() == ["0", "1", "2", "3"]
     predictions = read_predictions(tmp_path / "predictions.csv")
     assert metrics["test_top1"] == pytest.approx(accuracy_score(predictions["true"], predictions["predicted"]))
+
+
+# ------------------------------------------------------------------ inference cost
+
+
+def test_evaluate_writes_the_inference_cost_beside_the_metrics_not_in_them(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=False, inference_cpu_batch=8),
+                           device="cpu")
+    cost = json.loads((tmp_path / INFERENCE).read_text())
+    model, _ = load_model(run_dir / BEST, torch.device("cpu"))
+    assert cost["params"] == sum(p.numel() for p in model.parameters())
+    assert cost["image_size"] == 8 and cost["throughput_cpu_batch"] == 8 and cost["gpu"] is None
+    assert 0 < cost["latency_cpu_b1_1t_ms"] <= cost["latency_cpu_b1_1t_p95_ms"]
+    # Timings stay out of what `dvc metrics diff` compares.
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert not set(metrics) & set(cost)
+
+
+def test_inference_off_in_params_says_so_and_off_in_the_call_writes_nothing(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    evaluate_run(run_dir / BEST, data_dir, tmp_path / "a", EvaluateConfig(tta_flip=False, inference=False),
+                 device="cpu")
+    # DVC requires the declared output: it exists, and says why it holds no figures.
+    assert json.loads((tmp_path / "a" / INFERENCE).read_text())["measured"] is False
+    evaluate_run(run_dir / BEST, data_dir, tmp_path / "b", EvaluateConfig(tta_flip=False), device="cpu",
+                 inference=False)
+    assert (tmp_path / "b" / "metrics.json").is_file() and not (tmp_path / "b" / INFERENCE).exists()
+
+
+@pytest.mark.slow
+def test_the_evaluate_stage_writes_inference_json(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    result = subprocess.run([sys.executable, str(ROOT / "stages" / "evaluate.py"), "digits-resnet18", str(data_dir),
+                             str(run_dir), str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"),
+                             "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    cost = json.loads((tmp_path / "eval" / INFERENCE).read_text())
+    assert cost["latency_cpu_b1_1t_ms"] > 0 and cost["image_size"] == 8
 
 
 # ------------------------------------------------------------------ predict

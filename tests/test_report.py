@@ -100,6 +100,18 @@ def test_every_linked_file_exists_and_figures_are_sensible_pngs(rendered):
             "noisy_classes_effect.png"} <= names
 
 
+def test_inference_cost_table_and_deployment_figure(rendered):
+    out, readme = rendered
+    digits = section(readme, "digits")
+    assert "**Inference cost**, measured by `evaluate` on Test CPU @ 2.0GHz on random images" in digits
+    assert "load average was 0.5-1.5 while measuring" in digits
+    assert "| `digits-mobilenet_v2` | mobilenet_v2 | 2.24 | 9.0 | 12.00 (p95 18.00) | 7.20 (p95 12.00) |" in digits
+    assert "[figures/digits_acc_vs_latency.png]" in digits and (out / "figures" / "digits_acc_vs_latency.png").is_file()
+    assert "and NVIDIA H100 80GB HBM3" in section(readme, "butterflies")
+    cifar10 = section(readme, "cifar10")  # trained, not evaluated: nothing measured, nothing shown
+    assert "Inference cost" not in cifar10 and "acc_vs_latency" not in cifar10
+
+
 def test_figures_without_data_are_neither_drawn_nor_linked(rendered):
     out, readme = rendered
     for absent in ("cifar10_confusion.png", "butterflies_family_curves.png", "butterflies_confusion.png",
@@ -133,7 +145,8 @@ def test_no_pair_no_effect_figure_and_subset_renders_with_stale_figures_removed(
     assert not (out / "figures" / "butterflies_per_class.png").exists()
     assert "noisy_classes_effect" not in readme and "## butterflies" not in readme
     assert sorted(p.name for p in (out / "figures").iterdir()) == [
-        "digits_acc_vs_time.png", "digits_comparisons.png", "digits_confusion.png", "digits_family_curves.png",
+        "digits_acc_vs_latency.png", "digits_acc_vs_time.png", "digits_comparisons.png", "digits_confusion.png",
+        "digits_family_curves.png",
         "digits_val_acc.png"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
 

@@ -10,6 +10,7 @@ from cnnbench.config import ReportConfig
 from cnnbench.report import render_report
 from cnnbench.report.figures import (
     confused_pairs,
+    plot_acc_vs_latency,
     plot_confused_pairs,
     plot_family_curves,
     plot_per_class,
@@ -76,3 +77,13 @@ def test_report_wording_comes_from_params_not_the_study(tmp_path):
     assert "**Residual vs mobilenet_v2 training curves (mean over seeds)** ([figures/digits_family_curves.png]" in readme
     assert (tmp_path / "out" / "figures" / "digits_family_curves.png").is_file()
     assert "MobileNetV2" not in readme and "ResNet" not in readme and "noisy" not in readme
+
+
+def test_accuracy_vs_latency_plots_the_one_thread_latency(digits):
+    groups = group_replicates(digits.runs)
+    fig = plot_acc_vs_latency(groups, "digits")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "batch-1 inference latency on the CPU, 1 thread (ms, median)"
+    assert ax.get_title() == "digits: test top-1 vs batch-1 CPU latency"
+    unmeasured = groups.assign(latency_cpu_b1_1t_ms=float("nan"))
+    assert plot_acc_vs_latency(unmeasured, "digits") is None

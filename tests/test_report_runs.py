@@ -64,3 +64,17 @@ def test_broken_files_are_a_user_error(tmp_path, path, message):
     (tmp_path / "digits-mobilenet_v2" / stage / "seed0" / name).write_text("{not json")
     with pytest.raises(CnnbenchError, match=message):
         load_runs(tmp_path).scores("digits-mobilenet_v2", 0)
+
+
+def test_inference_cost_is_loaded_under_its_stable_names(tmp_path):
+    make_suite(tmp_path, ["digits-resnet18", "digits-mobilenet_v2", "cifar10-resnet18"])
+    (tmp_path / "digits-mobilenet_v2" / "eval" / "seed0" / "inference.json").write_text(
+        '{"measured": false, "reason": "evaluate.inference is false in params.yaml"}')
+    runs = load_runs(tmp_path).runs.query("seed == 0").set_index("run")
+    assert runs.at["digits-resnet18", "latency_cpu_b1_1t_ms"] == pytest.approx(5.0)
+    assert runs.at["digits-resnet18", "latency_cpu_b1_all_ms"] == pytest.approx(3.0)
+    assert runs.at["digits-resnet18", "weights_bytes"] == 4 * 11_181_642 + 30_000
+    assert runs.at["digits-resnet18", "inference_cpu"] == "Test CPU @ 2.0GHz"
+    # switched off, or not evaluated yet: blank, not an error
+    assert np.isnan(runs.at["digits-mobilenet_v2", "latency_cpu_b1_1t_ms"])
+    assert np.isnan(runs.at["cifar10-resnet18", "latency_cpu_b1_1t_ms"])

@@ -7,7 +7,8 @@ from report_fixtures import REFERENCE, make_suite, parse_table
 
 from cnnbench.report.compare import dataset_comparisons
 from cnnbench.report.runs import load_runs
-from cnnbench.report.tables import dataset_summary, dataset_table, group_replicates, interval_note, suite_metrics, suite_timings
+from cnnbench.report.tables import (dataset_summary, dataset_table, group_replicates, inference_table, interval_note,
+                                    suite_metrics, suite_timings)
 from cnnbench.stats import seed_interval
 
 
@@ -94,3 +95,16 @@ def test_wall_clock_figures_stay_out_of_the_metrics_dvc_diffs(tmp_path):
     metrics, timings = suite_metrics(groups)["digits-resnet18"], suite_timings(groups)["digits-resnet18"]
     clock = {"sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb"}
     assert not clock & set(metrics) and {"sec_per_epoch", "images_per_sec", "peak_mem_mb"} <= set(timings)
+
+
+def test_inference_table_shows_latency_with_its_p95_size_and_throughput(groups):
+    digits = parse_table(inference_table(groups["digits"]))
+    resnet = digits["digits-resnet18"]  # two seeds measured 5.0 and 5.5 ms
+    assert resnet["batch-1 latency, 1 thread (ms)"] == "5.25 ± 0.35 (p95 7.88)"
+    assert resnet["batch-1 latency, 2 threads (ms)"] == "3.15 ± 0.21 (p95 5.25)"
+    assert resnet["weights (MB)"] == "44.8" and resnet["params (M)"] == "11.18"
+    assert digits["digits-mobilenet_v2"]["CPU images/s"] == "250 (batch 32)"
+    assert "GPU images/s" not in digits["digits-mobilenet_v2"]  # measured on the CPU only
+    bfly = parse_table(inference_table(groups["butterflies"]))["butterflies-resnet18-imagenet"]
+    assert bfly["GPU images/s"] == "25,000 (batch 1024)"
+    assert inference_table(groups["cifar10"]) is None  # not evaluated, not measured

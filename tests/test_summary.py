@@ -10,14 +10,12 @@ import json
 import math
 import re
 from functools import cache
-from pathlib import Path
 
 import pytest
 import torch
-from fixtures import TINY_RESNET, registry
+from fixtures import TINY_RESNET, registry, run_cnnbench
 from torch import nn
 
-from cnnbench import cli
 from cnnbench.config import ConfigError
 from cnnbench.specs import parse_model_spec
 from cnnbench.models import build_model, min_image_size
@@ -31,7 +29,6 @@ from cnnbench.summary import (
     summary_to_json,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 SPECS = registry()
 NAMES = list(SPECS)
 SIZES = (32, 224)
@@ -186,29 +183,21 @@ def test_layer_errors_name_the_argument(kwargs, message):
 # ------------------------------------------------------------------ CLI
 
 
-def _cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run `cnnbench ARGV` in-process: exit code, stdout, stderr."""
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["--params", str(ROOT / "params.yaml"), *argv])
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
-
-
 def test_cli_summary_json(capsys):
-    code, out, _ = _cnnbench(capsys, "summary", "resnet18", "--num-classes", "10", "--image-size", "32", "--json")
+    code, out, _ = run_cnnbench(capsys, "summary", "resnet18", "--num-classes", "10", "--image-size", "32", "--json")
     assert code == 0
     assert json.loads(out)["params"] == 11_181_642
 
 
 def test_cli_summary_batch_size(capsys):
-    code, out, _ = _cnnbench(capsys, "summary", "resnet18", "--batch-size", "8")
+    code, out, _ = run_cnnbench(capsys, "summary", "resnet18", "--batch-size", "8")
     assert code == 0
     assert out.splitlines()[0] == "resnet18  (input [8, 3, 32, 32])"
     assert "[8, 64, 16, 16]" in out and "FLOPs per batch of 8, forward: 592,265,216 (592 M)" in out
 
 
 def test_cli_conv_layer(capsys):
-    code, out, _ = _cnnbench(capsys, "summary", "--layer", "conv", "--in", "8,3,32,32", "--out-channels", "6",
+    code, out, _ = run_cnnbench(capsys, "summary", "--layer", "conv", "--in", "8,3,32,32", "--out-channels", "6",
                              "--kernel", "3", "--stride", "2", "--padding", "1")
     assert code == 0
     assert out.splitlines() == [
@@ -223,29 +212,29 @@ def test_cli_conv_layer(capsys):
 
 
 def test_cli_pooling_layers(capsys):
-    code, out, _ = _cnnbench(capsys, "summary", "--layer", "maxpool", "--in", "1,64,112,112", "--kernel", "3",
+    code, out, _ = run_cnnbench(capsys, "summary", "--layer", "maxpool", "--in", "1,64,112,112", "--kernel", "3",
                              "--stride", "2", "--padding", "1")
     assert code == 0
     assert "output shape: [1, 64, 56, 56]" in out and "params: 0\n" in out
     assert "floor((112 + 2*1 - 3) / 2) + 1 = 56" in out
     # stride defaults to the kernel, as in torch; a non-square input gets a formula per axis
-    code, out, _ = _cnnbench(capsys, "summary", "--layer", "avgpool", "--in", "[2, 3, 8, 6]", "--kernel", "2",
+    code, out, _ = run_cnnbench(capsys, "summary", "--layer", "avgpool", "--in", "[2, 3, 8, 6]", "--kernel", "2",
                              "--json")
     data = json.loads(out)
     assert code == 0 and data["output_shape"] == [2, 3, 4, 3] and data["stride"] == 2
 
 
 def test_cli_spec_and_spec_file_use_the_params_parser(capsys, tmp_path):
-    code, out, _ = _cnnbench(capsys, "summary", "--spec", json.dumps(TINY_RESNET), "--json")
+    code, out, _ = run_cnnbench(capsys, "summary", "--spec", json.dumps(TINY_RESNET), "--json")
     assert code == 0
     expected = summarize_spec(parse_model_spec("tiny", TINY_RESNET), num_classes=10, image_size=32)
     assert json.loads(out)["params"] == expected.params and json.loads(out)["flops"] == expected.flops
     flow = "{family: resnet, stem: {kernel: 3, widths: [8], strides: [1], pool: false}, block: basic, " \
            "depths: [1, 1], widths: [8, 16], strides: [1, 2]}"
-    code, out, _ = _cnnbench(capsys, "summary", "--spec", flow, "--image-size", "8")
+    code, out, _ = run_cnnbench(capsys, "summary", "--spec", flow, "--image-size", "8")
     assert code == 0 and out.startswith("spec  (input [1, 3, 8, 8])")
     (tmp_path / "tiny.yaml").write_text(flow)
-    code, out, _ = _cnnbench(capsys, "summary", "--spec-file", str(tmp_path / "tiny.yaml"))
+    code, out, _ = run_cnnbench(capsys, "summary", "--spec-file", str(tmp_path / "tiny.yaml"))
     assert code == 0 and out.startswith("tiny  (input [1, 3, 32, 32])")
 
 
@@ -269,7 +258,7 @@ def test_cli_spec_and_spec_file_use_the_params_parser(capsys, tmp_path):
     (["summary", "--kernel", "x"], "argument --kernel: invalid int value: 'x'"),
 ])
 def test_cli_errors_are_one_line_and_exit_2(capsys, argv, message):
-    code, out, err = _cnnbench(capsys, *argv)
+    code, out, err = run_cnnbench(capsys, *argv)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert re.search(message, err), err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Sequence
 
 from cnnbench.door import stage_main
@@ -12,8 +13,10 @@ from cnnbench.errors import CnnbenchError
 # ------------------------------------------------------------------ subcommands
 
 
-# `cnnbench summary` describes one thing: a params.yaml model, an ad-hoc spec, or a single layer.
-SUMMARY_SOURCES = {"model": "MODEL", "spec": "--spec", "spec_file": "--spec-file", "layer": "--layer"}
+# `cnnbench summary` describes one thing: a params.yaml model, an ad-hoc spec, or a single layer;
+# `cnnbench cost` measures one model or several side by side, named the same ways.
+SPEC_SOURCES = {"model": "MODEL", "spec": "--spec", "spec_file": "--spec-file"}
+SUMMARY_SOURCES = {**SPEC_SOURCES, "layer": "--layer"}
 MODEL_FLAGS = {"num_classes": "--num-classes", "image_size": "--image-size", "batch_size": "--batch-size"}
 LAYER_FLAGS = {"in_shape": "--in", "kernel": "--kernel", "stride": "--stride", "padding": "--padding",
                "out_channels": "--out-channels", "no_bias": "--no-bias"}
@@ -30,18 +33,64 @@ def _summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                          args.out_channels, bias=not args.no_bias)
         print(summary.summary_to_json(result) if args.json else summary.format_layer_summary(result))
         return 0
-    if args.spec is not None:
-        spec = summary.parse_spec(args.spec, name="spec", where="--spec")
-    elif args.spec_file is not None:
-        spec = summary.read_spec(args.spec_file)
-    else:
-        from cnnbench.config import load_params
-
-        spec = load_params(args.params).model(args.model)
+    (spec,) = _model_specs(args)
     check_weights_name(spec.torchvision_weights, f"models.{spec.name}.torchvision_weights")
     result = summary.summarize_spec(spec, args.num_classes, args.image_size, args.batch_size)
     print(summary.summary_to_json(result) if args.json else summary.format_summary(result, title=spec.name))
     return 0
+
+
+def _model_specs(args: argparse.Namespace) -> list:
+    """The model specs that MODEL (from params.yaml; `cost` takes several), --spec or --spec-file give."""
+    from cnnbench import summary
+
+    if args.spec is not None:
+        return [summary.parse_spec(args.spec, name="spec", where="--spec")]
+    if args.spec_file is not None:
+        return [summary.read_spec(args.spec_file)]
+    from cnnbench.config import load_params
+
+    params = load_params(args.params)
+    return [params.model(name) for name in (args.model if isinstance(args.model, list) else [args.model])]
+
+
+def _cost(args: argparse.Namespace) -> int:
+    import json
+
+    from cnnbench.device import resolve_device
+    from cnnbench.inference import Precision, format_cost, format_ratios, measure_inference
+    from cnnbench.models import build_model
+
+    given = [flag for dest, flag in SPEC_SOURCES.items() if getattr(args, dest) not in (None, [])]
+    if len(given) != 1:
+        raise CnnbenchError(f"cost: give one of {', '.join(SPEC_SOURCES.values())}"
+                            + (f", not {' and '.join(given)}" if given else ""))
+    twice = sorted({name for name in args.model if args.model.count(name) > 1})
+    if twice:
+        raise CnnbenchError(f"cost: {', '.join(twice)} given more than once")
+    specs = _model_specs(args)
+    device = resolve_device(args.device)
+    models = [build_model(spec, num_classes=args.num_classes, image_size=args.image_size).eval() for spec in specs]
+    costs = measure_inference(models, args.image_size, cpu_batch=args.batch_size,
+                              gpu=device if device.type == "cuda" else None, gpu_batch=args.batch_size,
+                              precision=Precision(amp=args.amp, channels_last=args.channels_last),
+                              threads=args.threads, latency=_latency_repeats(args.repeats))
+    named = {spec.name: cost for spec, cost in zip(specs, costs)}
+    if args.json:
+        print(json.dumps({name: cost.to_dict() for name, cost in named.items()}, indent=2))
+        return 0
+    print("\n\n".join([format_cost(cost, title=name) for name, cost in named.items()]
+                      + ([format_ratios(named)] if len(named) > 1 else [])))
+    return 0
+
+
+def _latency_repeats(calls: int | None):
+    """evaluate's batch-1 repeats, or exactly `calls` timed calls per thread count."""
+    from cnnbench.inference import LATENCY
+
+    if calls is None:
+        return LATENCY
+    return dataclasses.replace(LATENCY, calls=calls, min_calls=calls)
 
 
 def _check_summary_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -110,6 +159,27 @@ class _Parser(argparse.ArgumentParser):
         raise CnnbenchError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def _add_model_source(parser: argparse.ArgumentParser, model_help: str, several: bool = False):
+    """MODEL (or several), --spec and --spec-file; returns their group, for more ways to name what to describe."""
+    parser.add_argument("model", nargs="*" if several else "?", help=model_help)
+    g = parser.add_argument_group("instead of a params.yaml model")
+    g.add_argument("--spec", metavar="YAML", help="a model spec as a YAML or JSON mapping, the same fields as "
+                   "an entry under params.yaml's models: (default: none)")
+    g.add_argument("--spec-file", metavar="PATH",
+                   help="a YAML or JSON file holding one such mapping (default: none)")
+    return g
+
+
+def _add_model_shape(parser: argparse.ArgumentParser):
+    """--num-classes and --image-size: the network built from the spec; returns their group."""
+    g = parser.add_argument_group("model options (MODEL, --spec, --spec-file)")
+    g.add_argument("--num-classes", type=int, default=10, metavar="K",
+                   help="classes of the head (default: %(default)s)")
+    g.add_argument("--image-size", type=int, default=32, metavar="PX",
+                   help="side of the square input in pixels (default: %(default)s)")
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnbench", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
@@ -124,19 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
   cnnbench summary --spec-file my_resnet.yaml --num-classes 100
   cnnbench summary --layer conv --in 8,3,32,32 --out-channels 6 --kernel 3 --stride 2 --padding 1
   cnnbench summary --layer maxpool --in 1,64,112,112 --kernel 3 --stride 2 --padding 1""")
-    p.add_argument("model", nargs="?", help="a model name from params.yaml (or --spec, --spec-file, --layer)")
-    g = p.add_argument_group("instead of a params.yaml model")
-    g.add_argument("--spec", metavar="YAML", help="a model spec as a YAML or JSON mapping, the same fields as "
-                   "an entry under params.yaml's models: (default: none)")
-    g.add_argument("--spec-file", metavar="PATH",
-                   help="a YAML or JSON file holding one such mapping (default: none)")
+    g = _add_model_source(p, "a model name from params.yaml (or --spec, --spec-file, --layer)")
     g.add_argument("--layer", metavar="KIND", help="one layer alone: conv, maxpool or avgpool, described by the "
                    "layer options below (default: none)")
-    g = p.add_argument_group("model options (MODEL, --spec, --spec-file)")
-    g.add_argument("--num-classes", type=int, default=10, metavar="K",
-                   help="classes of the head (default: %(default)s)")
-    g.add_argument("--image-size", type=int, default=32, metavar="PX",
-                   help="side of the square input in pixels (default: %(default)s)")
+    g = _add_model_shape(p)
     g.add_argument("--batch-size", type=int, default=1, metavar="N",
                    help="images per batch, the N of the [N, C, H, W] shapes; FLOPs are given per image "
                    "and per batch (default: %(default)s)")
@@ -151,6 +212,36 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-bias", action="store_true", help="a conv without bias (default: with bias, as nn.Conv2d)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table (default: table)")
     p.set_defaults(func=lambda args, p=p: _summary(args, p))
+
+    p = sub.add_parser(
+        "cost", help="inference cost of models before training them: batch-1 CPU latency, throughput, size",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""Random weights, random images: the
+timings of this machine under its current load. Several models are measured side by side, their
+batch-1 calls interleaved, so their ratios hold even when the machine is busy.
+examples:
+  cnnbench cost resnet18 mobilenet_v2 --image-size 32       # and how they compare
+  cnnbench cost resnet18 --image-size 224 --num-classes 100 --json
+  cnnbench cost --spec '{family: resnet, stem: {kernel: 3, widths: [64], strides: [1], pool: false},
+                        block: basic, depths: [2, 2], widths: [64, 128], strides: [1, 2]}'""")
+    _add_model_source(p, "model names from params.yaml, measured side by side (or --spec, --spec-file)",
+                      several=True)
+    g = _add_model_shape(p)
+    g.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                   help="batch of the throughput measurement, on the CPU and the GPU (default: %(default)s)")
+    g = p.add_argument_group("measurement")
+    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="the 'all threads' count of the CPU figures (default: every CPU this process may use)")
+    g.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
+                   help="timed batch-1 calls per thread count (default: as evaluate measures, up to 60, "
+                   "fewer when a busy machine makes them take over 1.5 s, never under 5)")
+    g.add_argument("--device", default="auto", help="auto or cuda: the CPU, and the GPU when there is one; "
+                   "cpu: the CPU only (default: %(default)s)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="GPU only: bf16 autocast, as params.yaml's train.amp (default: %(default)s)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="GPU only: channels_last memory format, as train.channels_last (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
+    p.set_defaults(func=_cost)
 
     p = sub.add_parser("predict", help="top-k classes for image files, from a run or a checkpoint")
     p.add_argument("run_or_checkpoint", help="a run name from params.yaml, a run directory or a .pt file")

@@ -130,9 +130,12 @@ class EvaluateConfig(Validated):
 
     tta_flip: bool = True
     batch_size: int = 1024
+    inference: bool = True             # also measure inference cost into eval/inference.json
+    inference_cpu_batch: int = 32      # CPU throughput batch (the GPU's is batch_size)
 
     def validate(self) -> None:
         require(self.batch_size > 0, "batch_size", "must be > 0")
+        require(self.inference_cpu_batch > 0, "inference_cpu_batch", "must be > 0")
 
 
 @dataclass(frozen=True)

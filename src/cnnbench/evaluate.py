@@ -20,10 +20,15 @@ from cnnbench.data.images import decode_image
 from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import remove_stale_dirs, write_json_atomic, write_text_atomic
+from cnnbench.inference import Precision, measure_inference
 from cnnbench.logits import split_logits
 from cnnbench.replicates import replicate_dir
 from cnnbench.models import build_model
 from cnnbench.stats import wilson_interval
+
+# Beside metrics.json, never in it: timings are facts of the machine, not of the model, and must
+# stay out of what `dvc metrics diff` / `dvc exp diff` compare.
+INFERENCE = "inference.json"
 
 
 def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:
@@ -93,8 +98,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
 
 
 def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: EvaluateConfig,
-                 device: str = "auto") -> dict:
-    """Evaluate a best.pt on the test split; write metrics.json, per_class.csv, predictions.csv and scores.npz."""
+                 device: str = "auto", precision: Precision = Precision(), inference: bool = True) -> dict:
+    """Evaluate a best.pt on the test split; write metrics.json, per_class.csv, predictions.csv and scores.npz.
+
+    With `inference` (the default) also inference.json, see inference_record; pass False to skip it
+    (a replicate whose model is the same network as one already measured).
+    """
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
     test = load_prepared(data_dir, splits=("test",)).splits["test"]
@@ -115,16 +124,35 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     write_text_atomic(out_dir / "per_class.csv", per_class.round(5).to_csv(index=False))
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
     save_scores(out_dir / SCORES, test.ids, ckpt.classes, probs)
+    if inference:
+        write_json_atomic(out_dir / INFERENCE, inference_record(model, ckpt.image_size, cfg, dev, precision))
     return metrics
 
 
 def evaluate_replicates(run: RunConfig, data_dir: str | Path, run_dir: str | Path, out_dir: str | Path,
-                        cfg: EvaluateConfig, device: str = "auto") -> dict[int, dict]:
-    """Evaluate every seed's best.pt (`<run_dir>/seed<k>`) into `<out_dir>/seed<k>`; drop undeclared seeds."""
+                        cfg: EvaluateConfig, device: str = "auto", precision: Precision = Precision()) -> dict[int, dict]:
+    """Evaluate every seed's best.pt (`<run_dir>/seed<k>`) into `<out_dir>/seed<k>`; drop undeclared seeds.
+
+    The inference cost is measured once, on the first seed's model: the other seeds are the same network.
+    """
     seeds = run.replicate_seeds
     remove_stale_dirs(out_dir, "seed*", {replicate_dir(seed) for seed in seeds})
-    return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir,
-                               Path(out_dir) / replicate_dir(seed), cfg, device) for seed in seeds}
+    return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir, Path(out_dir) / replicate_dir(seed),
+                               cfg, device, precision, inference=seed == seeds[0]) for seed in seeds}
+
+
+def inference_record(model: torch.nn.Module, image_size: int, cfg: EvaluateConfig, device: torch.device,
+                     precision: Precision) -> dict:
+    """What inference.json holds: the model's inference cost, on the GPU too when `device` is one.
+
+    With evaluate.inference off it says so instead: DVC requires every declared output to exist.
+    """
+    if not cfg.inference:
+        return {"measured": False, "reason": "evaluate.inference is false in params.yaml"}
+    gpu = device if device.type == "cuda" else None
+    (cost,) = measure_inference([model], image_size, cpu_batch=cfg.inference_cpu_batch, gpu=gpu,
+                                gpu_batch=cfg.batch_size, precision=precision)
+    return cost.to_dict()
 
 
 # ------------------------------------------------------------------ predict

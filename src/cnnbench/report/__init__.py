@@ -23,6 +23,7 @@ from cnnbench.report.figures import (
     confused_pairs,
     families_in,
     family_title,
+    plot_acc_vs_latency,
     plot_acc_vs_time,
     plot_confused_pairs,
     plot_confusion,
@@ -34,8 +35,8 @@ from cnnbench.report.claims import claims_section, evaluate_claims
 from cnnbench.report.compare import comparisons_table, dataset_comparisons, plot_comparisons, ranking_summary
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
-from cnnbench.report.tables import (dataset_summary, dataset_table, figure_markdown, group_replicates, interval_note,
-                                    suite_metrics, suite_timings)
+from cnnbench.report.tables import (dataset_summary, dataset_table, figure_markdown, group_replicates, inference_table,
+                                    interval_note, suite_metrics, suite_timings)
 
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 
@@ -117,6 +118,7 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
     if len(comparisons):
         lines += [f"**Paired comparisons on the same {int(comparisons['images'].max()):,} test images**", "",
                   comparisons_table(comparisons), ""]
+    lines += _inference_section(replicates, groups)
     figures = [("comparisons", "Paired differences in test top-1", plot_comparisons(comparisons, dataset))]
     figures += _dataset_figures(data, dataset, groups, cfg, n_classes)
     for suffix, caption, fig in figures:
@@ -126,6 +128,26 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
         save_figure(fig, fig_dir / name)
         lines += figure_markdown(caption, name)
     return "\n".join(lines)
+
+
+def _inference_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
+    """The inference-cost table under a line saying how and where it was measured; nothing when unmeasured."""
+    table = inference_table(groups)
+    if table is None:
+        return []
+    cpus = "; ".join(sorted({c for c in runs["inference_cpu"] if isinstance(c, str)})) or "an unrecorded CPU"
+    gpus = sorted({g for g in runs["inference_gpu"] if isinstance(g, str)})
+    where = f"on {cpus}" + (f" and {'; '.join(gpus)}" if gpus else "")
+    loads = runs["load_average"].dropna()
+    load = (f" The machine's load average was {loads.min():.1f}-{loads.max():.1f} while measuring (above the "
+            "thread count, other jobs shared the CPUs: the all-threads figures suffer most)." if len(loads) else "")
+    return [f"**Inference cost**, measured by `evaluate` {where} on random images of the dataset's size: "
+            "batch-1 latency is the median of timed calls after warm-up (p95 beside it), with 1 thread (a "
+            "resource-limited device) and with every CPU the process may use; throughput is images/s at the "
+            "given batch, fp32 on the CPU, the run's training precision on the GPU. Each run is measured in its "
+            f"own stage, at its own moment.{load} Weights: the saved state dict. `cnnbench cost A B "
+            "--image-size N` measures models side by side, before training, with their ratios.",
+            "", table, ""]
 
 
 def _data_links(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str]:
@@ -144,6 +166,8 @@ def _dataset_figures(data: RunsData, dataset: str, groups: pd.DataFrame, cfg: Re
     families = family_title(families_in(groups, cfg.family_names), cfg.family_names)
     figures = [("val_acc", "Validation accuracy per epoch (mean over seeds)", plot_val_acc(curves, groups.index, dataset)),
                ("acc_vs_time", "Accuracy vs training time per epoch", plot_acc_vs_time(groups, dataset)),
+               ("acc_vs_latency", "Accuracy vs batch-1 CPU latency, 1 thread (the deployment view)",
+                plot_acc_vs_latency(groups, dataset)),
                ("family_curves", f"{families} training curves (mean over seeds)",
                 plot_family_curves(curves, groups, dataset, cfg.family_names))]
     shown = _shown_replicate(groups, data)

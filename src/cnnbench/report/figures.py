@@ -1,5 +1,5 @@
-"""The per-dataset figures of a suite report: validation curves, accuracy vs time, family curves,
-per-class accuracy, confused pairs and the confusion matrix.
+"""The per-dataset figures of a suite report: validation curves, accuracy vs training time and vs
+inference latency, family curves, per-class accuracy, confused pairs and the confusion matrix.
 
 Each `plot_*` returns a Figure, or None when its data is absent, and never writes a file.
 """
@@ -63,8 +63,20 @@ def _integer_xaxis(ax) -> None:
 
 def plot_acc_vs_time(groups: pd.DataFrame, dataset: str) -> Figure | None:
     """Accuracy against seconds per epoch, one labelled point per run (replicates: mean ± std)."""
+    return _plot_acc_against(groups, dataset, "sec_per_epoch", "training time per epoch (s, median over epochs)",
+                             "training time per epoch")
+
+
+def plot_acc_vs_latency(groups: pd.DataFrame, dataset: str) -> Figure | None:
+    """Accuracy against batch-1 CPU latency with one thread: the deployment view of a resource-limited device."""
+    return _plot_acc_against(groups, dataset, "latency_cpu_b1_1t_ms",
+                             "batch-1 inference latency on the CPU, 1 thread (ms, median)", "batch-1 CPU latency")
+
+
+def _plot_acc_against(groups: pd.DataFrame, dataset: str, x: str, xlabel: str, what_x: str) -> Figure | None:
+    """Accuracy against the cost column `x`, one labelled point per run (replicates: mean ± std)."""
     metric, what = accuracy_metric(groups)
-    data = groups.dropna(subset=[metric, "sec_per_epoch"])
+    data = groups.dropna(subset=[metric, x])
     if not len(data):
         return None
     with style():
@@ -73,23 +85,22 @@ def plot_acc_vs_time(groups: pd.DataFrame, dataset: str) -> Figure | None:
         palette = dict(zip(sorted(data["model"].unique()), sns.color_palette("tab10", data["model"].nunique())))
         markers = dict(zip(sorted(data["pretrained"].unique()), "oD^sPX*"))
         for _, g in data.iterrows():
-            ax.errorbar(g["sec_per_epoch"], 100 * g[metric],
-                        xerr=None if math.isnan(g["sec_per_epoch_std"]) else g["sec_per_epoch_std"],
+            ax.errorbar(g[x], 100 * g[metric],
+                        xerr=None if math.isnan(g[f"{x}_std"]) else g[f"{x}_std"],
                         yerr=None if math.isnan(g[f"{metric}_std"]) else 100 * g[f"{metric}_std"],
                         fmt=markers[g["pretrained"]], color=palette[g["model"]], markersize=8, capsize=3,
                         markeredgecolor="white", zorder=3)
-        times = data["sec_per_epoch"]
-        if times.max() / max(times.min(), 1e-9) > 8:
+        costs = data[x]
+        if costs.max() / max(costs.min(), 1e-9) > 8:
             ax.set_xscale("log")
         ax.margins(x=0.12, y=0.15)
-        ax.set(xlabel="training time per epoch (s, median over epochs)", ylabel=f"{what} (%)",
-               title=f"{dataset}: {what} vs training time per epoch")
+        ax.set(xlabel=xlabel, ylabel=f"{what} (%)", title=f"{dataset}: {what} vs {what_x}")
         fig.tight_layout()
         labels = [short_run_name(g["run"], dataset) + (f" (n={g['n']})" if g["n"] > 1 else "")
                   for _, g in data.iterrows()]
-        spans = [(g["sec_per_epoch_std"], 100 * g[f"{metric}_std"]) for _, g in data.iterrows()]
+        spans = [(g[f"{x}_std"], 100 * g[f"{metric}_std"]) for _, g in data.iterrows()]
         # No layout pass after this: it would move the points away from their measured labels.
-        _place_labels(fig, ax, list(data["sec_per_epoch"]), list(100 * data[metric]), labels, spans)
+        _place_labels(fig, ax, list(data[x]), list(100 * data[metric]), labels, spans)
         handles = [Line2D([], [], color=c, marker="o", linestyle="", label=m) for m, c in palette.items()]
         if len(markers) > 1:
             handles += [Line2D([], [], color="0.4", marker=mk, linestyle="", label=f"pretrained: {p}")

@@ -2,9 +2,10 @@
 
 Each run writes one directory per seed, even with a single seed: `<runs_dir>/<run>/train/seed<k>/`
 (DVCLive's params.yaml, metrics.json and TSV curves) and `<runs_dir>/<run>/eval/seed<k>/`
-(metrics.json, per_class.csv, predictions.csv, scores.npz); see cnnbench.replicates. One row per (run, seed) replicate; a run whose other
-seeds are not written yet is simply fewer rows. Any missing optional file leaves its columns
-blank; an unreadable one is a CnnbenchError that names it.
+(metrics.json, per_class.csv, predictions.csv, scores.npz, and inference.json for the first seed);
+see cnnbench.replicates. One row per (run, seed) replicate; a run whose other seeds are not written
+yet is simply fewer rows. Any missing optional file leaves its columns blank; an unreadable one is a
+CnnbenchError that names it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "train_seconds",
               "params", "flops_per_image", "epochs")
 EVAL_KEYS = ("test_top1", "test_top1_ci_low", "test_top1_ci_high", "test_top5", "test_macro_f1", "test_loss",
              "test_top1_tta", "num_test", "num_classes")
-AGG_KEYS = TRAIN_KEYS + EVAL_KEYS
+# Inference cost (eval/inference.json, cnnbench.inference.InferenceCost): stable names that claims can cite.
+INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_cpu_b1_all_ms",
+                  "latency_cpu_b1_all_p95_ms", "threads_all", "throughput_cpu_ips", "throughput_cpu_batch",
+                  "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes", "load_average")
+AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
 SEED_DIR = re.compile(r"^seed(\d+)$")
 
@@ -107,7 +112,7 @@ def _replicates(runs_dir: Path) -> list[tuple[str, int, dict[str, Path]]]:
 
 
 _IDENTITY = ["run", "seed", "dataset", "model", "family", "pretrained", "config", "peak_mem_kind", "device",
-             "has_train", "has_eval"]
+             "has_train", "has_eval", "inference_cpu", "inference_gpu"]
 _RUN_COLUMNS = [*_IDENTITY, *AGG_KEYS]
 
 
@@ -139,6 +144,7 @@ def _load_row(run: str, seed: int, stage_dirs: dict[str, Path]) -> dict | None:
                     if k not in _IDENTITY and not math.isnan(as_number(v))})
     for key in AGG_KEYS:
         row.setdefault(key, math.nan)
+    row.update(_inference_row(stage_dirs["eval"]))
     return row
 
 
@@ -206,3 +212,11 @@ def _pretrained_label(value) -> str:
     if value in (None, "", False):
         return "no"
     return Path(str(value)).name if "/" in str(value) else str(value)
+
+
+def _inference_row(eval_dir: Path) -> dict:
+    """INFERENCE_KEYS and the processors that measured them, from inference.json (blank when absent)."""
+    cost = read_json_object(eval_dir / "inference.json") or {}
+    row = {key: as_number(cost.get(key)) for key in INFERENCE_KEYS}
+    row["inference_cpu"], row["inference_gpu"] = cost.get("cpu"), cost.get("gpu")
+    return row

@@ -154,6 +154,37 @@ def dataset_table(groups: pd.DataFrame, reference: dict) -> str:
     return "\n".join(lines)
 
 
+def inference_table(groups: pd.DataFrame) -> str | None:
+    """The markdown table of one dataset's inference cost (size, batch-1 CPU latency, throughput); None if unmeasured."""
+    measured = groups.dropna(subset=["latency_cpu_b1_1t_ms"])
+    if not len(measured):
+        return None
+    threads = sorted({int(t) for t in measured["threads_all"].dropna()})
+    every = f"{threads[0]} threads" if len(threads) == 1 else "all threads"
+    has_gpu = measured["throughput_gpu_ips"].notna().any()
+    header = ["run", "model", "params (M)", "weights (MB)", "batch-1 latency, 1 thread (ms)",
+              f"batch-1 latency, {every} (ms)", "CPU images/s"] + (["GPU images/s"] if has_gpu else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for _, g in measured.iterrows():
+        cells = [_run_label(g), g["model"], "" if math.isnan(g["params"]) else f"{g['params'] / 1e6:.2f}",
+                 f"{g['weights_bytes'] / 1e6:.1f}", _latency(g, "latency_cpu_b1_1t"),
+                 _latency(g, "latency_cpu_b1_all") + (f", {g['threads_all']:.0f} threads" if len(threads) > 1 else ""),
+                 _per_batch(g, "cpu")] + ([_per_batch(g, "gpu")] if has_gpu else [])
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _latency(group: pd.Series, key: str) -> str:
+    """`median (p95 x)` in ms, two decimals below 100; replicates: the mean of their medians ± std."""
+    text = fmt(group[f"{key}_ms"], group[f"{key}_ms_std"], "sec")
+    return f"{text} (p95 {fmt(group[f'{key}_p95_ms'], kind='sec')})" if text else ""
+
+
+def _per_batch(group: pd.Series, device: str) -> str:
+    ips = fmt(group[f"throughput_{device}_ips"], group[f"throughput_{device}_ips_std"], "int")
+    return f"{ips} (batch {group[f'throughput_{device}_batch']:.0f})" if ips else ""
+
+
 def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> str:
     """The accuracy-vs-time sentence: the fastest run against the one highest in test top-1, and whether
     their paired difference (a row of compare.compare_runs' table) is beyond noise."""
