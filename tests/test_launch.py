@@ -94,6 +94,7 @@ def project(tmp_path_factory) -> Path:
     params["runs"] = {"ddp": {"suite": "offline", "dataset": "digits", "model": "tiny", "train": TRAIN},
                       "one-val": {"suite": "offline", "dataset": "one_val", "model": "tiny", "train": TRAIN}}
     params["suites"] = {"offline": {"dir": "reports"}}
+    params["claims"] = []  # the project's claims name its own runs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "t@example.com")
