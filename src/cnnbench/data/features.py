@@ -1,0 +1,87 @@
+"""Frozen features for the label audit: an ImageNet backbone when its weights are cached, else pixels.
+
+The audit needs features in which images of one class sit together; it never trains them. The
+offline fallback needs nothing: downsampled pixels reduced by PCA, plus colour histograms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cnnbench.errors import CnnbenchError
+
+# Downsampled side for pixel features: 16x16x3 = 768 values, enough for PCA to find the layout of
+# digits or the colours and shapes of a photo; more only adds noise for a linear probe.
+PIXEL_SIDE = 16
+HIST_BINS = 8   # per channel
+CHUNK = 512     # images per vectorised step: bounds memory at 224 px
+
+
+def imagenet_weights_path() -> Path | None:
+    """The cached torchvision ResNet18 ImageNet weights file, or None (never downloads)."""
+    import torch
+    from torchvision.models import ResNet18_Weights
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return path if path.is_file() else None
+
+
+def choose_features(kind: str) -> str:
+    """`auto` resolved: imagenet when its weights are cached, else pixels; imagenet without them is an error."""
+    if kind == "pixels":
+        return "pixels"
+    cached = imagenet_weights_path() is not None
+    if kind == "imagenet" and not cached:
+        raise CnnbenchError("params: audit.features: imagenet needs ResNet18's ImageNet weights in the torch hub "
+                            "cache (nothing is downloaded here); set it to auto or pixels.")
+    return "imagenet" if cached else "pixels"
+
+
+def pixel_features(x: np.ndarray, pca_dims: int, seed: int) -> np.ndarray:
+    """Block-mean downsampled pixels (standardised, PCA to `pca_dims`) and per-channel colour histograms."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    side = min(PIXEL_SIDE, x.shape[1])
+    k = x.shape[1] // side
+    small, hist = [], []
+    for start in tqdm(range(0, len(x), CHUNK), desc="pixel features", unit="chunk", mininterval=2, leave=False):
+        part = x[start:start + CHUNK, : k * side, : k * side]
+        small.append(part.reshape(len(part), side, k, side, k, 3).mean((2, 4), dtype=np.float32).reshape(len(part), -1))
+        # One bincount for the whole chunk: each image's bins are offset into its own range.
+        bins = (part.reshape(len(part), -1, 3) >> (8 - int(np.log2(HIST_BINS)))).astype(np.int64)
+        offset = (np.arange(len(part))[:, None, None] * 3 + np.arange(3)) * HIST_BINS
+        counts = np.bincount((bins + offset).ravel(), minlength=len(part) * 3 * HIST_BINS)
+        hist.append(counts.reshape(len(part), -1) / (part.shape[1] * part.shape[2]))
+    small, hist = np.concatenate(small), np.concatenate(hist).astype(np.float32)
+    dims = max(1, min(pca_dims, small.shape[1], len(small) - 1))
+    reduced = PCA(dims, random_state=seed).fit_transform(StandardScaler().fit_transform(small))
+    return np.hstack([reduced, StandardScaler().fit_transform(hist)]).astype(np.float32)
+
+
+def imagenet_features(x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """ResNet18 (ImageNet weights, from the cache) global-pooled features, 512 per image, on CPU or GPU."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.models import resnet18
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = resnet18()
+    model.load_state_dict(torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True))
+    model.fc = torch.nn.Identity()
+    model.eval().to(device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    side = max(x.shape[1], 64)  # small images (digits, CIFAR) upsampled: the stem downsamples 32x
+    out = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(x), batch_size), desc="imagenet features", unit="batch", mininterval=2):
+            batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
+            batch = batch.permute(0, 3, 1, 2).float().div_(255)
+            if batch.shape[-1] != side:
+                batch = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False)
+            out.append(model((batch - mean) / std).float().cpu().numpy())
+    return np.concatenate(out)

@@ -1,0 +1,73 @@
+"""Near-duplicates: perceptual hashes (imagehash's pHash) and their vectorised pairwise comparison.
+
+pHash keeps the signs of an image's lowest 8x8 DCT frequencies around their median: re-encoding,
+a resize of a few percent and a small crop or shift move few of its 64 bits, while two unrelated
+photos differ in about half. A horizontal flip changes the odd frequencies' signs, so each image is
+hashed twice, as is and mirrored, and a pair's distance is the smaller of the two Hamming distances.
+What the default threshold catches, measured on tests/test_near_duplicates.py's fixtures, is in
+the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps
+
+# Hashing works on a 32x32 grayscale image (imagehash's own pHash size): reducing once to it, then
+# mirroring that, costs one resize however large the decoded image is.
+HASH_INPUT = 32
+# Rows compared at once: a (BLOCK, N, 8) uint8 array, 110 MB for the 13.6k butterflies.
+BLOCK = 1024
+_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class NearPair:
+    """Two images whose hashes are within the threshold: `a` is the more held-out copy (test, val, train)."""
+
+    a: int          # index into the images compared
+    b: int
+    distance: int   # Hamming distance of the pHashes, the mirrored one included (0..64)
+    flipped: bool   # the closest match was against the mirror image
+
+
+def phash_pair(image: Image.Image) -> tuple[int, int]:
+    """The 64-bit pHash of `image` and of its horizontal mirror, as unsigned integers."""
+    small = image.convert("L").resize((HASH_INPUT, HASH_INPUT), Image.LANCZOS)
+    return _as_int(imagehash.phash(small)), _as_int(imagehash.phash(ImageOps.mirror(small)))
+
+
+def _as_int(h: imagehash.ImageHash) -> int:
+    return int.from_bytes(np.packbits(h.hash.ravel()).tobytes(), "big")
+
+
+def hamming(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bit counts of x XOR y for uint64 arrays that broadcast, through a byte lookup table."""
+    xor = np.ascontiguousarray(np.bitwise_xor(x, y))
+    return _POPCOUNT[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(-1, dtype=np.int16)
+
+
+def find_near_pairs(hashes: np.ndarray, mirrors: np.ndarray, max_distance: int) -> list[NearPair]:
+    """Every pair i < j whose distance (plain or mirrored) is at most `max_distance`, sorted by (i, j).
+
+    Compares BLOCK rows against all later columns at once, in numpy: 13.6k images take a few seconds,
+    where a Python double loop over 92M pairs would take many minutes.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    mirrors = np.asarray(mirrors, dtype=np.uint64)
+    pairs = []
+    for start in range(0, len(hashes), BLOCK):
+        rows = slice(start, start + BLOCK)
+        plain = hamming(hashes[rows, None], hashes[None, :])
+        flipped = hamming(hashes[rows, None], mirrors[None, :])
+        distance = np.minimum(plain, flipped)
+        i, j = np.nonzero(distance <= max_distance)
+        i += start
+        keep = j > i
+        for a, b in zip(i[keep].tolist(), j[keep].tolist()):
+            d_plain, d_flip = int(plain[a - start, b]), int(flipped[a - start, b])
+            pairs.append(NearPair(a, b, min(d_plain, d_flip), d_flip < d_plain))
+    return sorted(pairs, key=lambda p: (p.a, p.b))
