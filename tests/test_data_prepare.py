@@ -44,7 +44,7 @@ from cnnbench.data.readers import Item
 SPLITS = ("train", "val", "test")
 
 
-def dataset(name="ds", image_size=224, val=0.0, test=0.0, seed=0, drop=(), near=6) -> DatasetConfig:
+def dataset(name="ds", image_size=224, val=0.0, test=0.0, seed=0, drop=(), near=8) -> DatasetConfig:
     return DatasetConfig(name=name, source="src", image_size=image_size, val_fraction=val, test_fraction=test,
                          split_seed=seed, drop_classes=tuple(drop),
                          near_duplicates=NearDuplicatesConfig(max_distance=near))
