@@ -16,20 +16,22 @@ from cnnbench.config import load_params
 from cnnbench.data.arrays import load_prepared
 from cnnbench.data.audit import audit_dataset
 from cnnbench.data.sheets import save_class_ranking, save_suspicious_sheet
-from cnnbench.files import write_json_atomic
+from cnnbench.files import read_json_object, write_json_atomic
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dataset", help="a name under `datasets:` in params.yaml")
     parser.add_argument("prepared_dir", help="the prepared dataset, e.g. data/prepared/digits")
+    parser.add_argument("data_report", help="prepare's data report, e.g. reports/data/digits.json")
     parser.add_argument("report", help="the audit JSON, e.g. reports/data/digits_audit.json")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     params.dataset(args.dataset)
     result = audit_dataset(args.dataset, load_prepared(args.prepared_dir), params.audit,
-                           params.report.highlight_classes, params.report.highlight_label)
+                           params.report.highlight_classes, params.report.highlight_label,
+                           read_json_object(Path(args.data_report)))
     report, out = result.report, Path(args.report)
     write_json_atomic(out, report)
     save_suspicious_sheet(result.suspicious_pixels, report["label_issues"]["listed"][: len(result.suspicious_pixels)],

@@ -78,9 +78,23 @@ def highlight_ranks(ranking: list[dict], highlight: tuple[str, ...], label: str)
                         f"label quality (#1 = noisiest)."}
 
 
+def cleaning_summary(data_report: dict) -> dict:
+    """What prepare found and did (its data report), in counts: the audit JSON carries them for the report."""
+    near = data_report.get("near_duplicates", {})
+    return {"dropped_by_reason": data_report.get("dropped_by_reason", {}),
+            "dropped_classes": data_report.get("dropped_classes", {}),
+            "near_duplicate_pairs": len(near.get("pairs", [])), "cross_split_pairs": near.get("cross_split", 0),
+            "train_copies_removed": near.get("removed", 0),
+            "label_conflicts": len(near.get("label_conflicts", [])),
+            "near_duplicate_max_distance": near.get("max_distance")}
+
+
 def audit_dataset(name: str, data: PreparedData, cfg: AuditConfig, highlight: tuple[str, ...] = (),
-                  highlight_label: str = "highlighted") -> AuditResult:
-    """Audit every split of a prepared dataset together; returns the JSON report and the sheet's pixels."""
+                  highlight_label: str = "highlighted", data_report: dict | None = None) -> AuditResult:
+    """Audit every split of a prepared dataset together; returns the JSON report and the sheet's pixels.
+
+    `data_report` (prepare's) adds its cleaning counts, so one file says what was found and done.
+    """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -113,6 +127,7 @@ def audit_dataset(name: str, data: PreparedData, cfg: AuditConfig, highlight: tu
     report = {
         "dataset": name,
         "images": int(len(labels)), "classes": len(classes),
+        "cleaning": cleaning_summary(data_report or {}),
         "features": {"kind": kind, "dims": int(features.shape[1]), "requested": cfg.features},
         "probe": {"model": "logistic regression on standardised features", "folds": folds, "seed": cfg.seed,
                   "out_of_sample_accuracy": round(float(np.mean(likely == labels)), 4)},
