@@ -201,6 +201,9 @@ class SuiteConfig(Validated):
 
     name: str
     dir: str
+    # The data reports and audits the report reads, as dvc.yaml declares them its dep: reports/data
+    # (every prepare and audit stage), or one file, so that the offline suite pulls in no networked stage.
+    data: str = "reports/data"
 
 
 @dataclass(frozen=True)
