@@ -1,0 +1,41 @@
+"""The report's data-audit section: rendered from the audit JSON where one exists, absent otherwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cnnbench.report.data_audit import audit_section
+
+AUDIT = {
+    "images": 1000, "classes": 3,
+    "cleaning": {"dropped_by_reason": {"duplicate": 2, "near-duplicate": 3}, "near_duplicate_pairs": 5,
+                 "cross_split_pairs": 3, "train_copies_removed": 3, "label_conflicts": 1,
+                 "near_duplicate_max_distance": 8},
+    "features": {"kind": "pixels", "dims": 88, "requested": "auto"},
+    "probe": {"folds": 5, "out_of_sample_accuracy": 0.91},
+    "label_issues": {"count": 12, "share": 0.012, "listed": []},
+    "class_ranking": [{"class": "moth", "rank": 1, "label_quality": 0.61},
+                      {"class": "crow", "rank": 2, "label_quality": 0.8}],
+    "highlight": {"classes": {"moth": 1}, "sentence": "The 1 classes marked 'noisy' rank #1 of 3 by measured label quality (#1 = noisiest)."},
+    "confused_pairs": [{"classes": ["moth", "crow"], "overlapping_images": 7, "joint_probability": 0.01}],
+}
+
+
+def test_the_section_says_what_was_found_and_done_and_links_the_sheets(tmp_path):
+    data = tmp_path / "reports" / "data"
+    data.mkdir(parents=True)
+    (data / "bugs_audit.json").write_text(json.dumps(AUDIT))
+    (data / "bugs_class_ranking.png").write_bytes(b"png")
+    text = "\n".join(audit_section("bugs", data, tmp_path / "reports"))
+    assert "### Data audit of bugs" in text
+    assert "prepare dropped 2 duplicate, 3 near-duplicate" in text
+    assert "5 pairs, 3 across splits, 3 train copies removed, 1 label conflicts" in text
+    assert "12 of 1,000 images (1.2%)" in text and "rank #1 of 3" in text
+    assert "moth / crow (7 images)" in text
+    assert "![Classes ranked by label quality](data/bugs_class_ranking.png)" in text
+    assert "suspicious_labels" not in text  # a sheet that is not there is not linked
+
+
+def test_no_audit_no_section(tmp_path):
+    assert audit_section("bugs", tmp_path, tmp_path) == []
