@@ -88,3 +88,19 @@ def test_the_stage_writes_the_json_and_its_figures(tmp_path, monkeypatch):
     assert report["cleaning"]["dropped_by_reason"] == {"duplicate": 2}
     for name in ("digits_suspicious_labels.png", "digits_class_ranking.png"):
         assert (out.parent / name).stat().st_size > 0
+
+
+def test_imagenet_features_come_from_the_hub_cache(tmp_path, monkeypatch):
+    """A state dict where torch.hub caches ResNet18's weights is found and used (random weights: no download)."""
+    import torch
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    assert ResNet18_Weights.IMAGENET1K_V1.url.endswith("/" + features.IMAGENET_WEIGHTS_FILE)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert features.choose_features("auto") == "pixels"
+    cached = tmp_path / "hub" / "checkpoints" / features.IMAGENET_WEIGHTS_FILE
+    cached.parent.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), cached)
+    assert features.choose_features("auto") == "imagenet"
+    x, _ = twin_classes(per_class=1)
+    assert features.imagenet_features(x, batch_size=4).shape == (6, 512)

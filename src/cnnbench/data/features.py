@@ -6,6 +6,7 @@ offline fallback needs nothing: downsampled pixels reduced by PCA, plus colour h
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,18 @@ HIST_BINS = 8   # per channel
 CHUNK = 512     # images per vectorised step: bounds memory at 224 px
 
 
-def imagenet_weights_path() -> Path | None:
-    """The cached torchvision ResNet18 ImageNet weights file, or None (never downloads)."""
-    import torch
-    from torchvision.models import ResNet18_Weights
+# torchvision's ResNet18_Weights.IMAGENET1K_V1 file name, as torch.hub caches it.
+IMAGENET_WEIGHTS_FILE = "resnet18-f37072fd.pth"
 
-    path = Path(torch.hub.get_dir()) / "checkpoints" / ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+def imagenet_weights_path() -> Path | None:
+    """The cached torchvision ResNet18 ImageNet weights file, or None (never downloads).
+
+    Found where torch.hub.get_dir() looks ($TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch),
+    without importing torch: the pixels fallback would pay seconds for the import and never use it.
+    """
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    path = Path(os.path.expanduser(home)) / "hub" / "checkpoints" / IMAGENET_WEIGHTS_FILE
     return path if path.is_file() else None
 
 
