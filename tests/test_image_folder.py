@@ -95,6 +95,8 @@ def test_a_class_folder_dataset_goes_through_every_stage(tmp_path):
     report = json.loads((data / "pets.json").read_text())
     assert report["counts"]["train"]["total"] + report["counts"]["val"]["total"] + report["counts"]["test"]["total"] == 45
     assert report["dropped_by_reason"] == {"junk file": 1, "not an image file": 1}
+    for sheet in ("pets_samples.png", "pets_near_duplicates.png", "pets_suspicious_labels.png", "pets_class_ranking.png"):
+        assert (data / sheet).stat().st_size > 0, sheet
     audit = json.loads((data / "pets_audit.json").read_text())
     assert [row["class"] for row in audit["class_ranking"]] and audit["images"] == 45
     metrics = json.loads(next(out.rglob("metrics.json")).read_text())

@@ -118,3 +118,13 @@ def test_block_comparison_matches_a_python_double_loop(monkeypatch):
     assert [(p.a, p.b) for p in find_near_pairs(hashes, mirrors, 12)] == expected
     assert {(5, 30), (2, 33)} <= set(expected)
     assert hamming(np.array([0b1011], np.uint64), np.array([0], np.uint64)).tolist() == [3]
+
+
+def test_a_tree_without_near_duplicates_gets_the_same_report_as_before(tmp_path):
+    """No near-duplicate found: no new key in the data report, nothing else dropped, nothing to draw."""
+    fx = make_kaggle_tree(tmp_path / "tree")
+    raw = tmp_path / "raw"
+    fetch_source(SourceConfig(name="src", uri=str(fx.root), format="image-csv"), raw)
+    prepared = prepare_dataset(dataset(), raw, workers=1)
+    assert "near_duplicates" not in prepared.report and prepared.near_pairs == []
+    assert not any(e["reason"].startswith("near-duplicate") for e in prepared.report["dropped"])
