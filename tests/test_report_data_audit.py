@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from PIL import Image
+from report_fixtures import CLAIMS, DATASETS, REPORT_CFG, links, make_suite, section
+
+from cnnbench.report import render_report
 from cnnbench.report.data_audit import audit_section
 
 AUDIT = {
@@ -39,3 +43,20 @@ def test_the_section_says_what_was_found_and_done_and_links_the_sheets(tmp_path)
 
 def test_no_audit_no_section(tmp_path):
     assert audit_section("bugs", tmp_path, tmp_path) == []
+
+
+def test_the_suite_report_shows_the_audit_in_the_dataset_section(tmp_path):
+    runs = make_suite(tmp_path / "reports" / "runs" / "demo")
+    data = tmp_path / "reports" / "data"
+    data.mkdir()
+    (data / "digits_audit.json").write_text(json.dumps(AUDIT))
+    for sheet in ("class_ranking", "suspicious_labels", "near_duplicates"):
+        Image.new("RGB", (10, 10)).save(data / f"digits_{sheet}.png")
+    out = tmp_path / "reports" / "demo"
+    readme = render_report(runs, out, REPORT_CFG, "demo", DATASETS, data, CLAIMS).read_text()
+    digits = section(readme, "digits")
+    assert "### Data audit of digits" in digits and "rank #1 of 3" in digits
+    assert "Data audit of butterflies" not in readme  # never audited: no section
+    for target in links(readme):
+        if not target.startswith("http"):
+            assert (out / target).resolve().exists(), target
