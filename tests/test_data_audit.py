@@ -43,7 +43,8 @@ def as_prepared(x: np.ndarray, y: np.ndarray) -> PreparedData:
 
 
 def test_two_classes_from_one_distribution_rank_as_the_noisiest():
-    result = audit_dataset("twins", as_prepared(*twin_classes()), AuditConfig(features="pixels", sheet_images=5),
+    x, y = twin_classes()
+    result = audit_dataset("twins", as_prepared(x, y), AuditConfig(features="pixels", sheet_images=5),
                            highlight=("twin B", "gamma"), highlight_label="suspected")
     report = result.report
     ranking = report["class_ranking"]
@@ -58,6 +59,8 @@ def test_two_classes_from_one_distribution_rank_as_the_noisiest():
     assert twins and all(twins[:10]) and np.mean(twins) >= 0.8, suspicious  # the most suspicious first
     assert report["confused_pairs"][0]["classes"] in (["twin A", "twin B"], ["twin B", "twin A"])
     assert len(result.suspicious_pixels) == min(5, len(suspicious))
+    for entry, pixels in zip(suspicious, result.suspicious_pixels):  # each drawn image is the one listed
+        assert np.array_equal(pixels, x[int(entry["id"].split("/")[1])])
 
 
 def test_features_never_download(monkeypatch):
@@ -103,4 +106,4 @@ def test_imagenet_features_come_from_the_hub_cache(tmp_path, monkeypatch):
     torch.save(resnet18().state_dict(), cached)
     assert features.choose_features("auto") == "imagenet"
     x, _ = twin_classes(per_class=1)
-    assert features.imagenet_features(x, batch_size=4).shape == (6, 512)
+    assert features.imagenet_features([x[:4], x[4:]], batch_size=4).shape == (6, 512)
