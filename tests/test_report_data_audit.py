@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from PIL import Image
 from report_fixtures import CLAIMS, DATASETS, REPORT_CFG, links, make_suite, section
