@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     save_class_ranking(report["class_ranking"], set(params.report.highlight_classes), params.report.highlight_label,
                        out.with_name(f"{args.dataset}_class_ranking.png"))
     print(f"audit {args.dataset}: {report['label_issues']['count']} suspected label errors of {report['images']} "
-          f"images ({report['features']['kind']} features, {report['seconds']['total']} s); see {out}")
+          f"images ({report['features']['kind']} features, {result.seconds:.1f} s); see {out}")
     return 0
 
 
