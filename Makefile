@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The whole offline suite (embedded digits, no network): fetch, prepare, train, evaluate, report.
+# The whole offline suite (embedded digits, no network): fetch, prepare, audit, train, evaluate, report.
 offline: setup
 	dvc repro report@offline
 

@@ -1,7 +1,7 @@
 """DVC stage `prepare@<dataset>`: clean, resize and split a fetched source into arrays.
 
 Writes the arrays to OUT_DIR, the data report (every dropped file with its reason) to REPORT,
-and a contact sheet of sample images per class beside the report.
+a contact sheet of sample images per class and a sheet of cross-split near-duplicates beside the report.
 """
 
 import argparse
@@ -17,6 +17,7 @@ from cnnbench.config import load_params
 from cnnbench.data.arrays import write_prepared
 from cnnbench.data.prepare import prepare_dataset, write_data_report
 from cnnbench.data.samples import save_sample_sheet
+from cnnbench.data.sheets import save_near_duplicate_sheet
 
 
 def main(argv=None) -> int:
@@ -34,9 +35,12 @@ def main(argv=None) -> int:
     write_data_report(prepared.report, args.report)
     sheet = save_sample_sheet(prepared, Path(args.report).with_name(f"{args.dataset}_samples.png"),
                               set(params.report.highlight_classes), params.report.highlight_label)
+    save_near_duplicate_sheet(prepared.near_pairs, Path(args.report).with_name(f"{args.dataset}_near_duplicates.png"))
+    near = prepared.report.get("near_duplicates", {})
     counts = ", ".join(f"{s} {len(prepared.y[s])}" for s in prepared.y)
     print(f"prepared {args.dataset}: {len(prepared.classes)} classes, {counts}; "
-          f"{len(prepared.report['dropped'])} files dropped (see {args.report}); samples in {sheet}")
+          f"{len(prepared.report['dropped'])} files dropped (see {args.report}), "
+          f"{near.get('removed', 0)} of them near-duplicates of held-out images; samples in {sheet}")
     return 0
 
 

@@ -144,6 +144,36 @@ def random_image(rng: np.random.Generator, width: int, height: int) -> np.ndarra
     return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
 
 
+def blob_image(rng: np.random.Generator, width: int = 224, height: int = 224) -> np.ndarray:
+    """A striped colour gradient under a few random ellipses: structure that pHash sees, distinct per call.
+
+    Pure noise would give pHash nothing stable to hash; smooth blobs are closer to what photos give it.
+    """
+    from PIL import ImageDraw
+
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    a, b, c = rng.uniform(-1, 1, 3)
+    base = np.stack([(a * x + b * y + c + k) % 1 for k in rng.uniform(0, 1, 3)], -1) * 255
+    image = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.integers(4, 9)):
+        x0, y0 = rng.uniform(-0.2, 0.9, 2) * (width, height)
+        side = rng.uniform(0.1, 0.5) * width
+        draw.ellipse([x0, y0, x0 + side, y0 + side * rng.uniform(0.5, 1.5)],
+                     fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return np.asarray(image)
+
+
+def plant_in_kaggle_tree(fx: "KaggleFixture", split: str, label: str, name: str, data: bytes) -> str:
+    """Add one image to a tree from make_kaggle_tree, file and CSV row; returns its member path."""
+    path = f"{SPLIT_DIRS[split]}/{label}/{name}"
+    (fx.root / path).parent.mkdir(parents=True, exist_ok=True)
+    (fx.root / path).write_bytes(data)
+    with open(fx.root / KAGGLE_CSV, "a", newline="") as fh:
+        csv.writer(fh).writerow([KAGGLE_CLASSES.index(label), path, label, SPLIT_DIRS[split]])
+    return path
+
+
 def jpeg_bytes(pixels: np.ndarray, mode: str = "RGB", quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).convert(mode).save(buf, "JPEG", quality=quality, subsampling=0)

@@ -114,7 +114,7 @@ def set_launch(project: Path, **launch) -> None:
 
 
 def train_metrics(project: Path, run: str) -> dict:
-    return json.loads((project / "reports" / "runs" / "offline" / run / "train" / "metrics.json").read_text())
+    return json.loads((project / "reports" / "runs" / "offline" / run / "train" / "seed0" / "metrics.json").read_text())
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def project(tmp_path_factory) -> Path:
     run = {"suite": "offline", "dataset": "digits", "model": "tiny",
            "train": {"epochs": 2, "batch_size": 128, "lr": 0.1, "augment": {"pad": 1, "flip": False}}}
     params["runs"] = {"digits-a": run, "digits-b": {**run, "train": {**run["train"], "seed": 1}}}
-    params["suites"] = {"offline": {"dir": "reports"}}
+    params["suites"] = {"offline": {"dir": "reports", "data": "reports/data/digits_audit.json"}}
     params["claims"] = []  # the project's claims name its own runs
     params["evaluate"]["tta_flip"] = False
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -68,6 +68,7 @@ def test_repro_builds_the_report_and_the_metrics(project):
     assert set(metrics) == {"digits-a", "digits-b"}
     assert 0.0 <= metrics["digits-a"]["test_top1"] <= 1.0
     assert (project / "reports" / "data" / "digits.json").is_file()
+    assert "### Data audit of digits" in readme  # audit@digits ran offline, and the report shows it
     assert (project / "reports" / "runs" / "offline" / "digits-a" / "eval" / "seed0" / "predictions.csv").is_file()
     # DVCLive must not have written a dvc.yaml of its own anywhere.
     assert not list((project / "reports").rglob("dvc.yaml"))

@@ -21,9 +21,10 @@ from cnnbench.errors import ConfigError
 from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.validation import Validated, build, check, mapping, reject_unknown, require
 
-SOURCE_FORMATS = ("cifar10-python", "image-csv", "npz")
+SOURCE_FORMATS = ("cifar10-python", "image-csv", "image-folder", "npz")
 SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",
-            "claims")
+            "claims", "audit")
+AUDIT_FEATURES = ("auto", "pixels", "imagenet")
 CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse")
 
 
@@ -46,6 +47,18 @@ class SourceConfig(Validated):
 
 
 @dataclass(frozen=True)
+class NearDuplicatesConfig(Validated):
+    """Near-duplicate detection in `prepare`: pHash distance threshold and what to do across splits."""
+
+    max_distance: int = 8              # bits of 64 (image or its mirror); README: what 8 catches, measured
+    remove_train_copies: bool = True   # drop the train copy of a val/test image's near twin
+
+    def validate(self) -> None:
+        require(0 <= self.max_distance <= 32, "max_distance",
+                 "must be in 0..32 (unrelated images differ in about 32 of the 64 bits)")
+
+
+@dataclass(frozen=True)
 class DatasetConfig(Validated):
     """A prepared dataset: a source, resized, filtered and split."""
 
@@ -56,6 +69,7 @@ class DatasetConfig(Validated):
     test_fraction: float = 0.0
     split_seed: int = 0
     drop_classes: tuple[str, ...] = ()
+    near_duplicates: NearDuplicatesConfig = field(default_factory=NearDuplicatesConfig)
 
     def validate(self) -> None:
         require(self.image_size >= 4, "image_size", "must be >= 4")
@@ -63,6 +77,25 @@ class DatasetConfig(Validated):
             require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
         require(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
                  "val_fraction + test_fraction must leave some training data")
+
+
+@dataclass(frozen=True)
+class AuditConfig(Validated):
+    """The `audit` stage: label quality from out-of-sample predictions of a linear probe on frozen features."""
+
+    features: str = "auto"     # auto (imagenet when its weights are cached, else pixels) | pixels | imagenet
+    folds: int = 5             # K of the K-fold cross_val_predict
+    pca_dims: int = 64         # pixels features: principal components kept of the downsampled pixels
+    max_listed: int = 100      # suspicious images listed in the JSON, most suspicious first
+    sheet_images: int = 24     # ... and drawn on the sheet
+    seed: int = 0
+
+    def validate(self) -> None:
+        require(self.features in AUDIT_FEATURES, "features",
+                 f"must be one of {', '.join(AUDIT_FEATURES)}, not {self.features!r}")
+        require(self.folds >= 2, "folds", "must be >= 2")
+        require(self.pca_dims >= 1, "pca_dims", "must be >= 1")
+        require(self.max_listed >= 0 and self.sheet_images >= 0, "max_listed", "counts must be >= 0")
 
 
 # ------------------------------------------------------------------ training and evaluation
@@ -200,6 +233,9 @@ class SuiteConfig(Validated):
 
     name: str
     dir: str
+    # The data reports and audits the report reads, as dvc.yaml declares them its dep: reports/data
+    # (every prepare and audit stage), or one file, so that the offline suite pulls in no networked stage.
+    data: str = "reports/data"
 
 
 @dataclass(frozen=True)
@@ -273,6 +309,7 @@ class Params:
     report: ReportConfig = field(default_factory=ReportConfig)
     claims: tuple[ClaimConfig, ...] = ()
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def source(self, name: str) -> SourceConfig:
         return _lookup(self.sources, name, "source")
@@ -343,7 +380,8 @@ def parse_params(raw: dict) -> Params:
                   runs=runs, suites=suites, check=check,
                   report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
                   claims=_parse_claims(raw.get("claims") or [], runs),
-                  launch=build(LaunchConfig, mapping(raw.get("launch") or {}, "launch"), "launch"))
+                  launch=build(LaunchConfig, mapping(raw.get("launch") or {}, "launch"), "launch"),
+                  audit=build(AuditConfig, mapping(raw.get("audit") or {}, "audit"), "audit"))
 
 
 def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ...]:

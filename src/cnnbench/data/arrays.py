@@ -28,6 +28,8 @@ class Prepared:
     y: dict[str, np.ndarray]
     ids: dict[str, list[str]]
     report: dict = field(default_factory=dict)
+    # (near-duplicate pair entry, (held-out pixels, other pixels)) for the prepare stage's sheet; not written
+    near_pairs: list = field(default_factory=list)
 
 
 def write_prepared(prepared: Prepared, out_dir: str | Path) -> None:

@@ -55,7 +55,7 @@ def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
         if source.md5 and not uri.startswith(("http://", "https://")):
             _verify_md5(path, source.md5, uri)
         # Whatever the uri, a zip is tested before it is kept: an HTML error page saved as x.zip fails here.
-        if path.suffix == ".zip" or source.format == "image-csv":
+        if path.suffix == ".zip" or source.format in ("image-csv", "image-folder"):
             _check_zip(path, uri)
         manifest = {"uri": uri, "format": source.format, "file": path.name,
                     "bytes": path.stat().st_size, "md5": _md5(path), **extra}

@@ -10,6 +10,7 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,10 +32,14 @@ class Decoded:
     digest: str = ""           # hash of the decoded RGB pixels, for duplicate detection
     mode: str = ""             # the original PIL mode (CMYK, L, P, ...), reported when converted
     error: str = ""
+    hashes: object = None      # what decode_image's `hasher` returned for the full-size image, if given
 
 
-def decode_image(data: bytes | np.ndarray, size: int) -> Decoded:
+def decode_image(data: bytes | np.ndarray, size: int, hasher: Callable[[Image.Image], object] | None = None) -> Decoded:
     """Decode one image (encoded bytes or a pixel array) to RGB at size x size, or say why not.
+
+    `hasher` (prepare passes the perceptual hash) sees the RGB image before the resize, so
+    near-duplicates are compared at the resolution they were decoded at.
 
     An image over MAX_IMAGE_PIXELS is refused before it is decoded. A JPEG at least twice the target
     size is decoded at a reduced scale (1/2 to 1/8, never below `size`), which saves memory and time.
@@ -62,10 +67,11 @@ def decode_image(data: bytes | np.ndarray, size: int) -> Decoded:
     pixels = np.asarray(rgb, dtype=np.uint8)  # the one copy out of PIL; hashed without another
     digest = hashlib.sha1(pixels)
     digest.update(repr(rgb.size).encode())
+    hashes = hasher(rgb) if hasher is not None else None
     if rgb.size != (size, size):
         # Centre-crop to square, then resize: keeps the aspect ratio of non-square images.
         pixels = np.asarray(ImageOps.fit(rgb, (size, size), Image.BILINEAR), dtype=np.uint8)
-    return Decoded(pixels, digest.hexdigest(), mode)
+    return Decoded(pixels, digest.hexdigest(), mode, hashes=hashes)
 
 
 class _TooLarge(Exception):

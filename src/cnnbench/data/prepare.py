@@ -11,6 +11,7 @@ import zipfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -19,6 +20,7 @@ from cnnbench.config import ConfigError, DatasetConfig
 from cnnbench.data.readers import Item, SourceData, read_source
 from cnnbench.data.arrays import SPLITS, Prepared
 from cnnbench.data.images import MAX_FILE_BYTES, Decoded, decode_image
+from cnnbench.data.near_duplicates import find_near_pairs, phash_pair
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import write_json_atomic
 
@@ -45,8 +47,8 @@ def _worker_init(archive_path: str | None) -> None:
     _WORKER_ARCHIVE = zipfile.ZipFile(archive_path) if archive_path is not None else None
 
 
-def _decode_member(args: tuple[str, int]) -> Decoded:
-    member, size = args
+def _decode_member(args: tuple[str, int, Callable | None]) -> Decoded:
+    member, size, hasher = args
     try:
         declared = _WORKER_ARCHIVE.getinfo(member).file_size  # zipfile never returns more than this
         if declared > MAX_FILE_BYTES:
@@ -54,18 +56,22 @@ def _decode_member(args: tuple[str, int]) -> Decoded:
         data = _WORKER_ARCHIVE.read(member)
     except (zipfile.BadZipFile, OSError, EOFError) as err:  # one damaged member must not stop the stage
         return Decoded(None, error=f"unreadable in the archive: {err}")
-    return decode_image(data, size)
+    return decode_image(data, size, hasher)
 
 
-def decode_all(source: SourceData, items: list[Item], size: int, workers: int | None = None) -> list[Decoded]:
-    """Decode every item, in several processes when they are encoded files in an archive."""
+def decode_all(source: SourceData, items: list[Item], size: int, workers: int | None = None,
+               hasher: Callable | None = None) -> list[Decoded]:
+    """Decode every item, in several processes when they are encoded files in an archive.
+
+    `hasher` (see decode_image) is applied to each full-size image; its results are in `Decoded.hashes`.
+    """
     if not items:
         return []
     if source.archive is None:  # pixels already in memory (CIFAR-10, digits): one process is fastest
-        return [decode_image(item.payload, size) for item in tqdm(items, desc="decode", unit="img",
-                                                                   mininterval=2, leave=False)]
+        return [decode_image(item.payload, size, hasher) for item in tqdm(items, desc="decode", unit="img",
+                                                                           mininterval=2, leave=False)]
     workers = workers or min(DEFAULT_WORKERS, os.cpu_count() or 1)
-    jobs = [(item.payload, size) for item in items]
+    jobs = [(item.payload, size, hasher) for item in items]
     if workers <= 1:
         _worker_init(str(source.archive))
         try:
@@ -157,7 +163,7 @@ def prepare_dataset(cfg: DatasetConfig, raw_dir: str | Path, workers: int | None
     items = [item for item in source.items if item.label not in drop_set]
     dropped_classes = dict(Counter(item.label for item in source.items if item.label in drop_set))
 
-    decoded = decode_all(source, items, cfg.image_size, workers)
+    decoded = decode_all(source, items, cfg.image_size, workers, hasher=phash_pair)
     good = []
     for item, result in zip(items, decoded):
         if result.pixels is None:
@@ -175,6 +181,16 @@ def prepare_dataset(cfg: DatasetConfig, raw_dir: str | Path, workers: int | None
     class_index = {name: i for i, name in enumerate(classes)}
     labels = np.array([class_index[item.label] for item, _ in good], dtype=np.int64)
     splits = assign_splits(np.array([item.split for item, _ in good]), labels, cfg)
+    # Near-duplicates are looked for in the final splits, so carved val/test splits are covered too.
+    pairs, near_drop = near_duplicates([item for item, _ in good], [d.hashes for _, d in good], splits, cfg)
+    for i, reason in near_drop.items():
+        dropped.append(_drop(good[i][0], reason, str(splits[i])))
+    near_pixels = [(good[p["index"][0]][1].pixels, good[p["index"][1]][1].pixels)
+                   for p in pairs if p["cross_split"]][:MAX_SHEET_PAIRS]
+    if near_drop:
+        keep = np.array([i not in near_drop for i in range(len(good))])
+        good = [pair for pair, k in zip(good, keep) if k]
+        labels, splits = labels[keep], splits[keep]
 
     prepared = Prepared(classes=classes, x={}, y={}, ids={})
     empty = np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8)
@@ -186,11 +202,52 @@ def prepare_dataset(cfg: DatasetConfig, raw_dir: str | Path, workers: int | None
         prepared.ids[split] = [good[i][0].id for i in index]
     converted = Counter(d.mode for _, d in good if d.mode not in ("RGB",))
     prepared.report = _data_report(cfg, source, prepared, dropped, dropped_classes, dict(converted))
+    if pairs:  # absent when none is found, so a clean dataset's report is unchanged
+        for p in pairs:
+            del p["index"]
+        prepared.report["near_duplicates"] = {
+            "max_distance": cfg.near_duplicates.max_distance, "pairs": pairs,
+            "cross_split": sum(p["cross_split"] for p in pairs), "removed": len(near_drop),
+            "label_conflicts": [p for p in pairs if p["label_conflict"]]}
+    prepared.near_pairs = list(zip([p for p in pairs if p["cross_split"]], near_pixels))
     return prepared
 
 
-def _drop(item: Item, reason: str) -> dict:
-    return {"id": item.id, "split": item.split, "label": item.label, "reason": reason}
+# At most this many cross-split pairs are drawn on the near-duplicate sheet (all are in the report).
+MAX_SHEET_PAIRS = 40
+
+
+def near_duplicates(items: list[Item], hashes: list, splits: np.ndarray, cfg: DatasetConfig
+                    ) -> tuple[list[dict], dict[int, str]]:
+    """The near-duplicate pairs, each with its action, and the indices to drop with reasons.
+
+    In a pair, `held_out` is the copy in the higher-priority split (test, val, train; then by id). Across
+    splits the train copy is removed when params say so: no held-out image keeps a near twin in train.
+    """
+    opts = cfg.near_duplicates
+    found = find_near_pairs(np.array([h[0] for h in hashes], np.uint64), np.array([h[1] for h in hashes], np.uint64),
+                            opts.max_distance) if hashes else []
+    pairs, drop = [], {}
+    for pair in found:
+        a, b = sorted((pair.a, pair.b), key=lambda i: (SPLIT_PRIORITY[str(splits[i])], items[i].id))
+        cross = splits[a] != splits[b]
+        conflict = items[a].label != items[b].label
+        if cross and splits[b] == "train" and opts.remove_train_copies:
+            action = "train copy removed"
+            relabelled = f" (labelled {items[a].label} there)" if conflict else ""
+            drop.setdefault(b, f"near-duplicate: pHash distance {pair.distance}{' (mirrored)' if pair.flipped else ''} "
+                               f"to {items[a].id} in the {splits[a]} split{relabelled}; that copy is kept")
+        else:
+            action = "kept"
+        pairs.append({"held_out": items[a].id, "held_out_split": str(splits[a]), "held_out_label": items[a].label,
+                      "other": items[b].id, "other_split": str(splits[b]), "other_label": items[b].label,
+                      "distance": pair.distance, "mirrored": pair.flipped, "cross_split": bool(cross),
+                      "label_conflict": conflict, "action": action, "index": (a, b)})
+    return pairs, drop
+
+
+def _drop(item: Item, reason: str, split: str | None = None) -> dict:
+    return {"id": item.id, "split": split or item.split, "label": item.label, "reason": reason}
 
 
 def _data_report(cfg, source, prepared: Prepared, dropped, dropped_classes, converted) -> dict:

@@ -21,6 +21,8 @@ from cnnbench.errors import DataError, one_line
 # Files that operating systems and archivers leave behind; reported as junk, never decoded.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 CSV_COLUMNS = ("filepaths", "labels", "data set")
+# What torchvision's ImageFolder accepts as images; any other file in a class folder is reported as skipped.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
 
 
@@ -49,7 +51,8 @@ def read_source(raw_dir: Path) -> SourceData:
     manifest = read_manifest(raw_dir)
     path, fmt = raw_dir / manifest["file"], manifest["format"]
     readers: dict[str, Callable[[Path], SourceData]] = {
-        "cifar10-python": read_cifar10, "image-csv": read_image_csv, "npz": read_npz}
+        "cifar10-python": read_cifar10, "image-csv": read_image_csv, "image-folder": read_image_folder,
+        "npz": read_npz}
     if fmt not in readers:
         raise DataError(f"{raw_dir / MANIFEST}: unknown format {fmt!r} (known: {', '.join(readers)}); "
                         f"re-run its fetch stage.")
@@ -234,3 +237,49 @@ def _find_csv(zf: zipfile.ZipFile, names: list[str], path: Path) -> str:
         if all(col in [c.strip().lower() for c in header] for col in CSV_COLUMNS):
             return name
     raise DataError(f"{path}: no CSV with the columns {', '.join(CSV_COLUMNS)} (the Kaggle layout).")
+
+
+def read_image_folder(path: Path) -> SourceData:
+    """torchvision's ImageFolder layout in a zip: `<split>/<class>/<image>` (train, and optionally val/valid
+    and test), or `<class>/<image>` with no split folders (all train, split by params' fractions).
+
+    The folder names are the labels, sorted as ImageFolder sorts them. One enclosing folder around the
+    whole tree (a zipped `mydata/`) is looked through. Files elsewhere, junk and non-images are skipped.
+    """
+    with zipfile.ZipFile(path) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+    names = [i.filename for i in infos]
+    sizes = {i.filename: i.file_size for i in infos}
+    # One top-level folder that is not a split is a wrapper (a dataset of one class would teach nothing).
+    real = [n for n in names if posixpath.basename(n) not in JUNK_NAMES]
+    tops = {n.split("/")[0] for n in real}
+    wrapper = ""
+    if len(tops) == 1 and all("/" in n for n in real) and next(iter(tops)).lower() not in SPLIT_NAMES:
+        wrapper = next(iter(tops)) + "/"
+    split_layout = any(n[len(wrapper):].split("/")[0].lower() in SPLIT_NAMES for n in names if n.count("/") >= 2)
+    depth = 3 if split_layout else 2
+    items, skipped, classes = [], [], set()
+    for name in sorted(names):
+        parts = (name[len(wrapper):] if name.startswith(wrapper) else name).split("/")
+        base = parts[-1]
+        if base in JUNK_NAMES or base.startswith("._"):
+            reason = "junk file"
+        elif len(parts) != depth or (split_layout and parts[0].lower() not in SPLIT_NAMES):
+            reason = "not in a class folder" + (" of a train/val/test folder" if split_layout else "")
+        elif not base.lower().endswith(IMAGE_EXTENSIONS):
+            reason = f"not an image file: extension not one of {', '.join(IMAGE_EXTENSIONS)}"
+        elif sizes[name] == 0:
+            reason = "empty file"
+        else:
+            reason = ""
+        split = SPLIT_NAMES[parts[0].lower()] if split_layout and len(parts) == 3 and parts[0].lower() in SPLIT_NAMES \
+            else "train"
+        label = parts[-2] if len(parts) >= 2 else ""
+        if reason:
+            skipped.append({"id": name, "split": split if len(parts) == depth else "", "label": label, "reason": reason})
+            continue
+        classes.add(label)
+        items.append(Item(name, label, split, name))
+    if not items:
+        raise DataError(f"{path}: no image in class folders (expected [train|val|test/]<class>/<image>).")
+    return SourceData(items, sorted(classes), f"image folders {path.name}", archive=path, skipped=skipped)

@@ -4,7 +4,7 @@ Reads only what the train and evaluate stages wrote under the runs directory (se
 subset of runs or seeds, and any missing optional file, still renders: what is absent is left blank
 or its figure is not drawn. Modules: runs (loading), tables (markdown, sentences), compare (paired
 comparisons), figures (per dataset), pairs (datasets with classes dropped), claims (the study's
-conclusions re-tested); this one assembles the README. The statistics are cnnbench.stats'.
+conclusions re-tested), data_audit (what the audit stage measured); this one assembles the README. The statistics are cnnbench.stats'.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from cnnbench.report.figures import (
     plot_val_acc,
 )
 from cnnbench.report.claims import claims_section, evaluate_claims
+from cnnbench.report.data_audit import audit_section
 from cnnbench.report.compare import comparisons_table, dataset_comparisons, plot_comparisons, ranking_summary
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
@@ -127,6 +128,7 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
         name = f"{dataset}_{suffix}.png"
         save_figure(fig, fig_dir / name)
         lines += figure_markdown(caption, name)
+    lines += audit_section(dataset, data_reports_dir, out_dir)
     return "\n".join(lines)
 
 

@@ -1,0 +1,68 @@
+"""The data-audit part of a dataset's section: what prepare cleaned and what the audit measured.
+
+Reads `<dataset>_audit.json` (written by the audit stage, with prepare's cleaning counts) and links
+the sheets drawn beside it; renders nothing when the dataset was never audited.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cnnbench.files import read_json_object
+
+NOISIEST_SHOWN = 5
+CONFUSED_SHOWN = 3
+
+
+def audit_section(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str]:
+    """README lines for `dataset`'s audit, or none when `<dataset>_audit.json` does not exist."""
+    audit = read_json_object(data_reports_dir / f"{dataset}_audit.json")
+    if audit is None:
+        return []
+    lines = [f"### Data audit of {dataset}", "", _cleaning_sentence(audit.get("cleaning", {})), ""]
+    issues, probe, kind = audit["label_issues"], audit["probe"], audit["features"]["kind"]
+    lines += [f"**Label quality.** {issues['count']:,} of {audit['images']:,} images ({issues['share']:.1%}) are "
+              f"suspected label errors (cleanlab's confident learning on out-of-sample probabilities of a "
+              f"{probe['folds']}-fold logistic-regression probe on {kind} features; the probe's out-of-sample "
+              f"accuracy is {probe['out_of_sample_accuracy']:.1%}). Suspects are candidates to look at, not "
+              f"proven errors.", ""]
+    if audit["highlight"]["sentence"]:
+        lines += [audit["highlight"]["sentence"], ""]
+    noisiest = ", ".join(f"{row['class']} ({row['label_quality']:.3f})"
+                         for row in audit["class_ranking"][:NOISIEST_SHOWN])
+    lines += [f"Noisiest classes by label quality (0-1, higher is cleaner): {noisiest}.", ""]
+    if audit["confused_pairs"]:
+        pairs = "; ".join(f"{a} / {b} ({p['overlapping_images']} image{'s' if p['overlapping_images'] != 1 else ''})"
+                          for p in audit["confused_pairs"][:CONFUSED_SHOWN] for a, b in [p["classes"]])
+        lines += [f"Classes most often confused with each other: {pairs}.", ""]
+    for caption, suffix in (("Classes ranked by label quality", "class_ranking"),
+                            ("Most suspicious labels", "suspicious_labels"),
+                            ("Cross-split near-duplicates (held-out left, train right)", "near_duplicates")):
+        path = data_reports_dir / f"{dataset}_{suffix}.png"
+        if path.is_file():
+            rel = _relative(path, out_dir)
+            lines += [f"**{caption}** ([{path.name}]({rel}))", "", f"![{caption}]({rel})", ""]
+    json_link = _relative(data_reports_dir / f"{dataset}_audit.json", out_dir)
+    lines += [f"All of it, image by image: [{dataset}_audit.json]({json_link}).", ""]
+    return lines
+
+
+def _relative(path: Path, start: Path) -> str:
+    """`path` as a link from a README in `start`."""
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def _cleaning_sentence(cleaning: dict) -> str:
+    """What prepare found and did, in one sentence of counts."""
+    dropped = cleaning.get("dropped_by_reason", {})
+    parts = [f"{n:,} {reason}" for reason, n in sorted(dropped.items())] or ["nothing"]
+    text = f"**Cleaning.** prepare dropped {', '.join(parts)}."
+    if cleaning.get("near_duplicate_max_distance") is not None:
+        text += (f" Near-duplicates (pHash within {cleaning['near_duplicate_max_distance']} bits): "
+                 f"{cleaning['near_duplicate_pairs']:,} pairs, {cleaning['cross_split_pairs']:,} across splits, "
+                 f"{cleaning['train_copies_removed']:,} train copies removed, "
+                 f"{cleaning['label_conflicts']:,} label conflicts.")
+    else:
+        text += " No near-duplicate pair was found."
+    return text
