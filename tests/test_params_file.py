@@ -23,7 +23,7 @@ def test_setting_one_value_changes_one_line(tmp_path):
     apply_overrides(str(path), ["runs.digits-resnet18.train.epochs=7"])
     changes = changed_lines(before, path.read_text())
     assert len(changes) == 2, "\n".join(changes)  # one line out, one line in
-    assert changes[1].strip() == "epochs: 7"
+    assert changes[1][1:].strip() == "epochs: 7"
 
 
 def test_a_no_op_override_leaves_the_file_byte_identical(tmp_path):
