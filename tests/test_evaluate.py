@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -174,11 +175,12 @@ def test_inference_off_in_params_says_so_and_off_in_the_call_writes_nothing(ten_
 @pytest.mark.slow
 def test_the_evaluate_stage_writes_inference_json(ten_classes, tmp_path):
     data_dir, run_dir = ten_classes
+    shutil.copytree(run_dir, tmp_path / "run" / "seed0")  # the stage reads one seed<k>/ per seed of the run
     result = subprocess.run([sys.executable, str(ROOT / "stages" / "evaluate.py"), "digits-resnet18", str(data_dir),
-                             str(run_dir), str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"),
+                             str(tmp_path / "run"), str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"),
                              "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    cost = json.loads((tmp_path / "eval" / INFERENCE).read_text())
+    cost = json.loads((tmp_path / "eval" / "seed0" / INFERENCE).read_text())
     assert cost["latency_cpu_b1_1t_ms"] > 0 and cost["image_size"] == 8
 
 

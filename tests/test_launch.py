@@ -93,7 +93,7 @@ def project(tmp_path_factory) -> Path:
     params["models"] = {"tiny": TINY_RESNET}
     params["runs"] = {"ddp": {"suite": "offline", "dataset": "digits", "model": "tiny", "train": TRAIN},
                       "one-val": {"suite": "offline", "dataset": "one_val", "model": "tiny", "train": TRAIN}}
-    params["suites"] = {"offline": {"dir": "reports"}}
+    params["suites"] = {"offline": {"dir": "reports", "data": "reports/data"}}
     params["claims"] = []  # the project's claims name its own runs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "init", "-q")

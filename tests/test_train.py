@@ -207,13 +207,14 @@ def test_killed_stage_resumes_and_ends_as_an_uninterrupted_run(digits, tmp_path,
     params, run, spec = tiny_run(tmp_path, epochs=epochs)
     run_dir, live_dir = tmp_path / "killed" / "run", tmp_path / "killed" / "live"
     args = ["tiny", str(digits), str(run_dir), str(live_dir), "--params", str(params)]
+    seed_run, seed_live = run_dir / "seed0", live_dir / "seed0"  # the stage writes one directory per seed
     log = tmp_path / "killed.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "stages/train.py", *args, "--device", "cpu"], cwd=ROOT,
                                 env=_env(), stdout=fh, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        while _epochs_done(run_dir / LAST) < 2:
+        while _epochs_done(seed_run / LAST) < 2:
             assert proc.poll() is None, f"the stage ended before it could be killed:\n{log.read_text()}"
             assert time.monotonic() < deadline, "no checkpoint after 240 s"
             time.sleep(0.02)
@@ -223,20 +224,20 @@ def test_killed_stage_resumes_and_ends_as_an_uninterrupted_run(digits, tmp_path,
             proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = _epochs_done(run_dir / LAST)
+    done = _epochs_done(seed_run / LAST)
     assert 2 <= done < epochs, f"the kill landed after epoch {done}; the test needs it mid-way"
-    assert not (live_dir / "metrics.json").exists()
+    assert not (seed_live / "metrics.json").exists()
 
     resumed = stage(*args)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming tiny from {run_dir / LAST}: {done}/{epochs} epochs done" in resumed.stdout
+    assert f"resuming tiny from {seed_run / LAST}: {done}/{epochs} epochs done" in resumed.stdout
     assert f"epoch {done:>3}/{epochs}" not in resumed.stdout
     assert f"epoch {done + 1:>3}/{epochs}" in resumed.stdout
 
     train_in_process(digits, tmp_path / "whole", run, spec)
-    assert live_values(live_dir) == live_values(tmp_path / "whole" / "live")
-    assert_same_weights(run_dir / BEST, tmp_path / "whole" / "run" / BEST)
-    histories = [load_training_state(d / LAST).history for d in (run_dir, tmp_path / "whole" / "run")]
+    assert live_values(seed_live) == live_values(tmp_path / "whole" / "live")
+    assert_same_weights(seed_run / BEST, tmp_path / "whole" / "run" / BEST)
+    histories = [load_training_state(d / LAST).history for d in (seed_run, tmp_path / "whole" / "run")]
     assert without_timings(histories[0]) == without_timings(histories[1])
     assert not list(live_dir.rglob("dvc.yaml")) and (ROOT / "dvc.yaml").read_bytes() == repo_dvc_yaml
 
@@ -392,7 +393,7 @@ def test_ddp_on_two_gloo_processes_matches_one_process(digits, tmp_path):
          "--device", "cpu"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("epoch   8/8") == 1  # rank 0 alone reports
-    ddp = json.loads((live_dir / "metrics.json").read_text())
+    ddp = json.loads((live_dir / "seed0" / "metrics.json").read_text())
     assert ddp["world_size"] == 2 and ddp["ranks_in_sync"] is True and ddp["epochs"] == 8
     single = train_in_process(digits, tmp_path / "single", run, spec)
     difference = abs(ddp["final_val_acc"] - single["final_val_acc"])
@@ -450,7 +451,7 @@ def test_a_two_node_run_resumes_from_node_0s_checkpoint_alone(digits, tmp_path):
     first = torchrun(str(poisoned_script(tmp_path, after_steps=steps_per_epoch)), "tiny", str(digits),
                      str(node0 / "run"), str(node0 / "live"), "--params", str(params), "--device", "cpu")
     assert "became nan at epoch 2, step 1" in first.stderr, first.stderr[-3000:]
-    assert load_training_state(node0 / "run" / LAST).epoch == 1
+    assert load_training_state(node0 / "run" / "seed0" / LAST).epoch == 1
 
     raw = yaml.safe_load(params.read_text())
     with socket.socket() as sock:
@@ -469,8 +470,8 @@ def test_a_two_node_run_resumes_from_node_0s_checkpoint_alone(digits, tmp_path):
     finally:
         second.kill()
     assert main.returncode == 0 and second.returncode == 0, main.stderr[-3000:] + log[-3000:]
-    assert f"resuming tiny from {node0 / 'run' / LAST}: 1/3 epochs done" in main.stdout
-    metrics = json.loads((node0 / "live" / "metrics.json").read_text())
+    assert f"resuming tiny from {node0 / 'run' / 'seed0' / LAST}: 1/3 epochs done" in main.stdout
+    metrics = json.loads((node0 / "live" / "seed0" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True and metrics["epochs"] == 3
     assert not (node1 / "run").exists()
 
