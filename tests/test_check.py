@@ -166,3 +166,31 @@ def test_nan_now_is_a_drop(tmp_path):
     (tmp_path / "runs" / "r" / "eval" / "seed0" / "metrics.json").write_text('{"test_top1": NaN}')
     ok, table = check_metrics(CheckConfig(metrics=("test_top1",)), tmp_path / "runs", baseline)
     assert not ok and "DROP" in table
+
+
+# ------------------------------------------------------------------ a gate that would check nothing fails
+
+
+def test_a_misspelt_gated_metric_fails_the_gate(project, capsys):
+    cnnbench(project, "update-baseline", capsys)
+    set_params(project, metrics=["test_top1x"])
+    code, out, err = cnnbench(project, "check-metrics", capsys)
+    assert code == 2 and "no run has the gated metric(s) test_top1x" in err and "misspelt" in err
+
+
+def test_an_empty_baseline_fails_the_gate(project, capsys):
+    project["baseline"].write_text(json.dumps({"suite": "offline", "metrics": {}}))
+    code, _, err = cnnbench(project, "check-metrics", capsys)
+    assert code == 2 and "holds no metrics, so the gate would check nothing" in err
+
+
+def test_a_baseline_of_other_runs_fails_the_gate(project, capsys):
+    project["baseline"].write_text(json.dumps({"suite": "offline", "metrics": {"renamed-run": {"test_top1": 0.9}}}))
+    code, _, err = cnnbench(project, "check-metrics", capsys)
+    assert code == 2 and "the gate would compare nothing" in err
+
+
+def test_update_baseline_refuses_a_metric_no_run_has(project, capsys):
+    set_params(project, metrics=["test_top1", "nowhere"])
+    code, _, err = cnnbench(project, "update-baseline", capsys)
+    assert code == 2 and "nowhere" in err and not project["baseline"].exists()

@@ -60,7 +60,7 @@ def test_the_readme_opens_with_the_claims_re_tested(rendered):
     assert stem3["A − B (95 % interval)"] == "+2.5 points (+0.6 … +4.2)" and stem3["verdict"] == "**confirmed**"
     faster = rows["MobileNetV2 trains faster than the 3x3-stem ResNet"]
     assert faster["ours"] == "0.80 vs 3.00 s/epoch (0.27×)"
-    assert faster["verdict"] == "**confirmed, without an interval (one seed)**"
+    assert faster["verdict"] == "**undecided: one seed, no interval (declare `seeds:` on both runs)**"
     clean = rows["Dropping the noisy classes improves accuracy"]["ours"]
     assert clean.startswith("93.0 vs 87.4 % on the 470 test images of the 94 shared classes") and "restricted" in clean
     assert rows["The 3x3 stem beats the 7x7 stem on CIFAR-10"]["verdict"] == "**not run yet**"

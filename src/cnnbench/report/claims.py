@@ -57,11 +57,12 @@ def _evaluate(claim: ClaimConfig, data: RunsData, datasets, reference) -> ClaimR
         ours += f" ({a.mean() / b.mean():.2f}×)"
     diff = welch_interval(a, b)
     if diff is None:
+        # One seed a side gives no interval, and a difference without one is no verdict: the report
+        # shows the estimate and leaves the claim undecided rather than calling noise a finding.
         estimate = a.mean() - b.mean()
-        verdict = _verdict(claim, Interval(estimate, estimate, estimate, 1))
         unit = " points" if claim.metric in PERCENT else _unit(claim.metric)
         return ClaimResult(claim, study, ours + _seeds(a, b), f"{_signed(claim.metric, estimate)}{unit} (no interval)",
-                           f"{verdict}, without an interval (one seed)")
+                           "undecided: one seed, no interval (declare `seeds:` on both runs)")
     return ClaimResult(claim, study, ours + _seeds(a, b), _interval_text(claim.metric, diff), _verdict(claim, diff))
 
 
