@@ -184,7 +184,8 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     train_x, train_y = data.splits["train"].x, data.splits["train"].y
     if cfg.max_images and cfg.max_images < len(train_y):
         keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_images]
-        train_x, train_y = train_x[keep.sort().values.numpy()], train_y[keep.sort().values.numpy()]
+        index = keep.sort().values.numpy()
+        train_x, train_y = train_x[index], train_y[index]
     if len(train_y) < cfg.batch_size:
         raise CnnbenchError(f"run {run.name}: train.batch_size {cfg.batch_size} is larger than the training "
                             f"split ({len(train_y)} images); lower it.")
@@ -193,6 +194,15 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         raise CnnbenchError(f"run {run.name}: dataset {run.dataset} has no validation split, so no epoch can be "
                             f"chosen as best; give it one (datasets.{run.dataset}.val_fraction > 0, or a source "
                             f"with a val split).")
+    # A seed already trained with these params, data and code is kept before anything is built for it.
+    run_dir, live_dir = Path(run_dir), Path(live_dir)
+    fingerprint = config_hash(run, spec, {"data": data_fingerprint(data_dir), "n_train": len(train_y),
+                                          "world": env.world})
+    done = finished_summary(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
+    if done is not None:
+        if env.world > 1:
+            dist.destroy_process_group()
+        return done
     train_data = DeviceSplit.from_numpy(train_x, train_y, env.device)
     val_data = DeviceSplit.from_numpy(data.splits["val"].x, data.splits["val"].y, env.device)
     resident_bytes = train_data.nbytes + val_data.nbytes
@@ -220,14 +230,6 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     # +1: OneCycleLR's last step would otherwise extrapolate past its final learning rate.
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch + 1)
 
-    run_dir, live_dir = Path(run_dir), Path(live_dir)
-    fingerprint = config_hash(run, spec, {"data": data_fingerprint(data_dir), "n_train": len(train_data),
-                                          "world": env.world})
-    done = finished_summary(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
-    if done is not None:
-        if env.world > 1:
-            dist.destroy_process_group()
-        return done
     state = resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
     history, best_acc = list(state.history), state.best_val_acc
     timings = read_timings(run_dir / TIMINGS, state.epoch)
