@@ -7,6 +7,7 @@ depends on.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,12 @@ def module_name(path: Path) -> str:
 
 def direct_imports(path: Path) -> set[str]:
     """In-package modules that `path` imports anywhere in its body, with the packages they live in."""
+    stat = path.stat()  # the parse is cached per version of the file: an edited file is read again
+    return set(_direct_imports(path.resolve(), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _direct_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     is_package = path.name == "__init__.py"
     here = module_name(path).split(".") if path.is_relative_to(SRC) else []
@@ -54,7 +61,7 @@ def direct_imports(path: Path) -> set[str]:
             if module_path(name) is not None:
                 parts = name.split(".")
                 found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return found
+    return frozenset(found)
 
 
 def closure(path: Path) -> set[str]:
