@@ -107,7 +107,7 @@ class Settings:
 SMOKE = Settings(small_models=("resnet18_stem1_l3",), small_images=64, small_batch=16, large_models=("resnet18",),
                  large_size=72, large_images=16, large_batch=8, warmup_steps=1, workers=1,
                  compile_model="resnet18_stem1_l3", compile_backend="eager", digits_run="digits-resnet18_stem1_l3",
-                 digits_epochs=2, seeds=1, ddp_cpu_procs=2)
+                 digits_epochs=1, seeds=1, ddp_cpu_procs=2)
 
 
 # ------------------------------------------------------------------ sections
