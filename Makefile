@@ -16,13 +16,16 @@ setup: $(VENV)/.installed
 offline: setup
 	dvc repro report@offline
 
+# Test processes: one per core (pytest-xdist). `make test PYTEST_WORKERS=0` runs in this process.
+PYTEST_WORKERS ?= auto
+
 # The whole suite, as CI runs it. pytest exits 5 when it collects no test: that fails too.
 test: setup
-	pytest -q
+	pytest -q -n $(PYTEST_WORKERS)
 
 # The edit-run loop: everything but the end-to-end tests marked slow (real DVC, subprocesses, DDP).
 test-fast: setup
-	pytest -q -m "not slow"
+	pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 # The real comparison (CIFAR-10 and the Kaggle butterflies need the network and, in practice, a GPU).
 repro: setup

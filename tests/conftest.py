@@ -1,7 +1,13 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+# The processes tests start (DVC stages, torchrun ranks, the CLI) inherit one OpenMP thread as well:
+# under `pytest -n 2` two such processes share the two cores, and spin-waiting threads would fight.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -13,3 +19,14 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+
+
+def pytest_collection_modifyitems(items):
+    """The modules with the most end-to-end (slow) tests first, each module's tests in their own order.
+
+    `make test` runs `pytest -n auto --dist loadfile --no-loadscope-reorder`: each module goes whole to
+    one worker, in this order, so the longest modules start at once instead of last."""
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[item.module.__name__] = slow.get(item.module.__name__, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.module.__name__])  # stable: the order within a module is kept
