@@ -38,6 +38,8 @@ def test_the_workflow_runs_ci_and_reports_what_moved():
     steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["ci"]["steps"]
     scripts = "\n".join(step.get("run", "") for step in steps)
     assert "bash .ci/run" in scripts
+    # The restored DVC cache is used: the committed lock's outputs are checked out before the pipeline runs.
+    assert scripts.index("dvc checkout --allow-missing") < scripts.index("bash .ci/run")
     assert "check-metrics" in scripts and "dvc metrics diff" in scripts and "GITHUB_STEP_SUMMARY" in scripts
     cached = {step["with"]["path"] for step in steps if step.get("uses", "").startswith("actions/cache")}
     assert cached == {".venv", ".dvc/cache"}
