@@ -46,7 +46,7 @@ def test_each_dataset_has_its_table_and_replicates_are_named(rendered):
     assert table(readme, "digits")["digits-resnet18"]["run"] == "`digits-resnet18` (n=2, seeds 0, 1)"
     assert table(readme, "cifar10")["cifar10-resnet18"]["study s/epoch"] == "186"
     assert "3 runs (4 trained models: some runs have several seeds)" in section(readme, "digits")
-    assert "*test top-1* is the mean ± half the width of its 95 % interval" in section(readme, "digits")
+    assert "*test top-1* is the mean with its 95 % interval in parentheses" in section(readme, "digits")
 
 
 def test_the_readme_opens_with_the_claims_re_tested(rendered):
@@ -75,7 +75,7 @@ def claim_rows(markdown: str) -> list[dict[str, str]]:
 
 def test_summary_sentences_and_how_the_readme_was_made(rendered):
     _, readme = rendered
-    assert "**Most accurate:** `digits-resnet18_stem3` (98.5 ± 1.3 %) beats every other run" in section(readme, "digits")
+    assert "**Most accurate:** `digits-resnet18_stem3` (98.5 %, 95 % interval 96.8 … 99.3) beats every other run" in section(readme, "digits")
     assert "| `digits-resnet18_stem3` | `digits-mobilenet_v2` | +5.5 |" in section(readme, "digits")
     assert "No run is evaluated on the test split yet" in section(readme, "cifar10")
     assert "`dvc repro report@demo`" in readme

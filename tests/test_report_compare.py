@@ -55,7 +55,7 @@ def test_two_runs_differing_only_in_seed_have_no_winner_and_the_sentence_gives_t
 
 def test_a_clearly_worse_run_is_named_and_the_test_matches_one_computed_by_hand(tmp_path):
     digits = render(tmp_path, {"digits-resnet18": (0, 0.97, 12), "digits-resnet18-1epoch": (0, 0.70, 1)})
-    assert re.search(r"\*\*Most accurate:\*\* `digits-resnet18` \(97\.0 ± \d\.\d %\) beats every other run", digits)
+    assert re.search(r"\*\*Most accurate:\*\* `digits-resnet18` \(97\.0 %, 95 % interval \d\d\.\d … \d\d\.\d\) beats every other run", digits)
     row = re.search(rf"\| `digits-resnet18` \| `digits-resnet18-1epoch` \| ({NUMBER}) \| ({NUMBER}) … ({NUMBER}) \| "
                     r"(\S+) \| A beats B \|", digits)
     assert row, digits

@@ -116,7 +116,7 @@ def toy(tmp_path_factory):
 
 def wilson_cell(correct: int, total: int) -> str:
     low, high = proportion_confint(correct, total, alpha=0.05, method="wilson")
-    return f"{100 * correct / total:.1f} ± {50 * (high - low):.1f}"
+    return f"{100 * correct / total:.1f} ({100 * low:.1f} … {100 * high:.1f})"
 
 
 def test_both_models_are_scored_on_the_same_images_as_predicted_and_restricted(toy, tmp_path):
@@ -126,7 +126,7 @@ def test_both_models_are_scored_on_the_same_images_as_predicted_and_restricted(t
     fair_part, naive = section.split("Both models on the same images", 1)[1].split("Not comparable, kept for reference")
     fair = parse_table(fair_part)["resnet18"]
     assert fair["images"] == "320"
-    assert fair["full model, as it predicts (%)"] == wilson_cell(256, 320) == "80.0 ± 4.4"
+    assert fair["full model, as it predicts (%)"] == wilson_cell(256, 320) == "80.0 (75.3 … 84.0)"
     assert fair["full model, answers restricted to the 8 shared classes (%)"] == wilson_cell(288, 320)
     assert fair["reduced model (%)"] == wilson_cell(280, 320)
     assert fair["reduced − full as it predicts (points, 95 % interval)"].startswith("+7.5 (")

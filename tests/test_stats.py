@@ -66,6 +66,19 @@ def test_t_interval_over_seeds_uses_the_t_table_value():
     assert interval.n == 3
 
 
+def test_an_accuracy_interval_over_seeds_stops_at_100_percent():
+    """The offline suite's three seeds of digits-resnet18_stem1_l3 (357, 357 and 354 of 360 right):
+    t's interval reaches 100.08 %, an accuracy no model can have; the accuracy's interval stops at 1."""
+    seeds = [357 / 360, 357 / 360, 354 / 360]
+    unbounded, bounded = seed_interval(seeds), seed_interval(seeds, bounds=(0.0, 1.0))
+    assert unbounded.high > 1.0
+    assert bounded.high == 1.0 and bounded.low == unbounded.low and bounded.estimate == unbounded.estimate
+    correct = np.zeros((3, 360), dtype=bool)
+    for row, right in zip(correct, (357, 357, 354)):
+        row[:right] = True
+    assert accuracy_interval(correct) == bounded
+
+
 # ------------------------------------------------------------------ properties
 
 
@@ -103,7 +116,7 @@ def test_accuracy_interval_is_wilson_for_one_seed_and_t_over_several():
     one = np.array([[1] * 90 + [0] * 10], dtype=bool)
     assert accuracy_interval(one) == wilson_interval(90, 100)
     three = np.vstack([one, np.roll(one, 5), np.array([[1] * 80 + [0] * 20], dtype=bool)])
-    assert accuracy_interval(three) == seed_interval([0.9, 0.9, 0.8])
+    assert accuracy_interval(three) == seed_interval([0.9, 0.9, 0.8], bounds=(0.0, 1.0))
     assert seed_interval([0.9]) is None
 
 

@@ -18,6 +18,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 CONFIDENCE = 0.95
+PROPORTION = (0.0, 1.0)  # the range of an accuracy
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0  # a fixed seed: the same predictions always render the same report
 
@@ -57,8 +58,13 @@ def wilson_interval(correct: int, total: int, confidence: float = CONFIDENCE) ->
     return Interval(correct / total, float(low), float(high), total)
 
 
-def seed_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:
-    """The mean over seeds with Student's t interval (n-1 degrees of freedom); None under two seeds."""
+def seed_interval(values: Sequence[float], confidence: float = CONFIDENCE,
+                  bounds: tuple[float, float] | None = None) -> Interval | None:
+    """The mean over seeds with Student's t interval (n-1 degrees of freedom); None under two seeds.
+
+    `bounds` is the range the metric cannot leave (PROPORTION for an accuracy). The t interval knows
+    none, so with a few seeds near 100 % it reaches past 1; the impossible part is cut off, which
+    keeps the coverage: the cut interval holds the true mean whenever the whole one did."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return None
@@ -67,6 +73,8 @@ def seed_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
     if sem == 0:  # identical seeds: scipy's interval would be NaN
         return Interval(mean, mean, mean, len(values))
     low, high = scipy_stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     return Interval(mean, float(low), float(high), len(values))
 
 
@@ -75,7 +83,7 @@ def accuracy_interval(correct: np.ndarray, confidence: float = CONFIDENCE) -> In
     correct = np.atleast_2d(correct)
     if len(correct) == 1:
         return wilson_interval(int(correct.sum()), correct.shape[1], confidence)
-    return seed_interval(correct.mean(axis=1), confidence)
+    return seed_interval(correct.mean(axis=1), confidence, bounds=PROPORTION)
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval | None:

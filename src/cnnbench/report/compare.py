@@ -112,11 +112,11 @@ def ranking_summary(groups: pd.DataFrame, comparisons: pd.DataFrame, alone: list
                     + "; ".join(pair_sentence(r) for _, r in noise.iterrows()) + ".")
     elif len(against):
         closest = against.sort_values(["diff", "b"]).iloc[0]
-        text.append(f"**Most accurate:** `{top['run']}` ({fmt_top1(top)} %) beats every other run on the same test "
+        text.append(f"**Most accurate:** `{top['run']}` ({fmt_top1(top, prose=True)}) beats every other run on the same test "
                     f"images; the closest, `{closest['b']}`, by {points(closest['diff'])} points (95 % interval "
                     f"{points(closest['low'])} … {points(closest['high'])}).")
     else:
-        text.append(f"**Test top-1:** `{top['run']}` ({fmt_top1(top)} %) is not compared with another run.")
+        text.append(f"**Test top-1:** `{top['run']}` ({fmt_top1(top, prose=True)}) is not compared with another run.")
     if alone:
         text.append(f"Not compared, evaluated on test images no other run shares: {', '.join(f'`{r}`' for r in alone)}.")
     missing = len(groups) - len(evaluated)

@@ -24,7 +24,7 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.plotting import save_figure
 from cnnbench.report.compare import pair_row, plot_differences, run_outcomes
 from cnnbench.report.runs import RunsData
-from cnnbench.report.tables import difference_text, figure_markdown, points, short_run_name
+from cnnbench.report.tables import accuracy_cell, difference_text, figure_markdown, points, short_run_name
 from cnnbench.stats import accuracy_interval
 
 # What must match for two datasets to hold the same images: all but the classes each drops.
@@ -152,7 +152,7 @@ def _cell(correct: np.ndarray | None) -> str:
     if correct is None:
         return "no scores.npz"
     interval = accuracy_interval(correct)
-    return f"{100 * interval.estimate:.1f} ± {100 * interval.half_width:.1f}"
+    return accuracy_cell(interval.estimate, interval.low, interval.high)
 
 
 def _diff_cell(row: dict | None) -> str:

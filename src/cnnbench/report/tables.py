@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from cnnbench.report.runs import as_number, metric_columns
-from cnnbench.stats import seed_interval
+from cnnbench.stats import PROPORTION, seed_interval
 
 # cuda_train_max_allocated: steady training epochs, without the resident dataset (train's resident_data_mb);
 # cuda_max_allocated: runs trained before that, whose peak held the dataset and evaluation too.
@@ -47,7 +47,7 @@ def _top1_interval(group: pd.DataFrame) -> dict:
     if len(evaluated) == 1:
         row = evaluated.iloc[0]
         return {"top1_low": row["test_top1_ci_low"], "top1_high": row["test_top1_ci_high"], "top1_n": 1}
-    interval = seed_interval(evaluated["test_top1"])
+    interval = seed_interval(evaluated["test_top1"], bounds=PROPORTION)
     if interval is None:
         return {"top1_low": math.nan, "top1_high": math.nan, "top1_n": 0}
     return {"top1_low": interval.low, "top1_high": interval.high, "top1_n": interval.n}
@@ -70,13 +70,21 @@ def fmt(value: float, std: float = math.nan, kind: str = "num") -> str:
     return text
 
 
-def fmt_top1(group: pd.Series) -> str:
-    """Test top-1 as `97.0 ± 1.7`: the mean and half the width of its 95 % interval, in percent."""
+def fmt_top1(group: pd.Series, prose: bool = False) -> str:
+    """Test top-1 in percent with its 95 % interval: `97.0 (95.1 … 98.2)` in a table, `97.0 %, 95 % interval
+    95.1 … 98.2` in a sentence. The interval is written out, not as ±: Wilson's is asymmetric, and near
+    100 % the t interval is cut at 100."""
     if math.isnan(group["test_top1"]):
         return ""
     if math.isnan(group["top1_low"]) or math.isnan(group["top1_high"]):
-        return f"{100 * group['test_top1']:.1f}"
-    return f"{100 * group['test_top1']:.1f} ± {50 * (group['top1_high'] - group['top1_low']):.1f}"
+        return f"{100 * group['test_top1']:.1f}" + (" %" if prose else "")
+    return accuracy_cell(group["test_top1"], group["top1_low"], group["top1_high"], prose)
+
+
+def accuracy_cell(estimate: float, low: float, high: float, prose: bool = False) -> str:
+    """An accuracy and its interval in percent: `97.0 (95.1 … 98.2)`, or `97.0 %, 95 % interval 95.1 … 98.2`."""
+    mean, low, high = (f"{100 * v:.1f}" for v in (estimate, low, high))
+    return f"{mean} %, 95 % interval {low} … {high}" if prose else f"{mean} ({low} … {high})"
 
 
 def interval_note(groups: pd.DataFrame) -> str:
@@ -86,10 +94,10 @@ def interval_note(groups: pd.DataFrame) -> str:
     if 1 in kinds:
         what.append("Wilson's interval over the test images for a run with one seed")
     if any(k > 1 for k in kinds):
-        what.append("Student's t interval over the seeds (n in the run column) for a run with several")
+        what.append("Student's t interval over the seeds (n in the run column) for a run with several, cut at 100 %")
     if not what:
         return ""
-    return (f"*test top-1* is the mean ± half the width of its 95 % interval: {'; '.join(what)}. Other ± are "
+    return (f"*test top-1* is the mean with its 95 % interval in parentheses: {'; '.join(what)}. Other ± are "
             "standard deviations over seeds.")
 
 
