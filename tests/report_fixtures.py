@@ -100,6 +100,7 @@ def write_train(live: Path, run: str, dataset: str, model: str, seed: int, pretr
         "val": {"loss": float(curves["val/loss"][-1]), "acc": float(val_acc[-1])},
         "lr": float(curves["lr"][-1]), "epoch_seconds": float(curves["epoch_seconds"][-1]), "step": epochs - 1,
         "best_val_acc": best_val, "final_val_acc": float(val_acc[-1]), "sec_per_epoch": sec,
+        "train_seconds": round(sec * epochs, 2),
         "images_per_sec": round(1500 / sec, 1), "peak_mem_mb": 812.4 if cuda else 1523.0,
         "peak_mem_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss", "params": PARAMS.get(model, 1_000_000),
         "flops_per_image": 1_820_000_000 if dataset.startswith("butterflies") else 35_600_000,

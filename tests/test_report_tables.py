@@ -36,6 +36,7 @@ def test_table_rows_hold_the_formatted_numbers(groups):
     assert stem3["FLOPs/image"] == "35.6 M"
     assert stem3["peak memory (MB)"] == "1,523 CPU RSS"
     assert stem3["s/epoch"] == "3.00"
+    assert stem3["epochs"] == "6" and stem3["training (s)"] == "18.00"  # 6 epochs of 3 s: the whole training
     assert stem3["images/s"] == "500"
     assert stem3["best val acc (%)"] == "98.00"
     assert stem3["test top-1 (%)"] == "98.5 (96.8 … 99.3)"  # 394/400: Wilson's interval
@@ -56,6 +57,7 @@ def test_a_runs_seeds_are_one_row_with_the_t_interval_of_top1_and_std_of_the_res
     assert seed_interval([0.97, 0.95]).high > 1
     assert row["test top-1 (%)"] == "96.0 (83.3 … 100.0)"
     assert row["s/epoch"] == "1.10 ± 0.14"
+    assert row["epochs"] == "6" and row["training (s)"].startswith("6.60 ± ")  # one config; times vary by seed
     assert row["params (M)"] == "11.18"
     assert "Wilson's interval over the test images for a run with one seed" in interval_note(groups["digits"])
     assert "Student's t interval over the seeds" in interval_note(groups["digits"])

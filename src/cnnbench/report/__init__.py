@@ -80,7 +80,9 @@ def _readme(suite: str, runs_dir, sections: list[str], n_runs: int) -> str:
                  "`dvc repro train@<run> evaluate@<run>`, then render this report again.", ""]
         return "\n".join(head)
     head += ["*best val acc* is on the validation split, *test* columns on the untouched test split, both scored "
-             "the same way (fp32); s/epoch is the median over epochs, the first (warm-up) epoch excluded. A run "
+             "the same way (fp32); s/epoch is the median training pass over epochs, the first (warm-up) epoch "
+             "excluded, and *training (s)* one seed's training passes over all its epochs, warm-up included "
+             "(validation not counted): runs given fewer epochs show it here. A run "
              "trained with several seeds is one row: the mean over its seeds (n). Test top-1 comes with its 95 % "
              "interval, and runs scored on the same test images are compared image by image: a run is said to "
              "beat another only when the interval of their difference excludes zero. Peak memory is the GPU's "

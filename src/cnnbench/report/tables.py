@@ -132,8 +132,8 @@ def _run_label(group: pd.Series) -> str:
 def dataset_table(groups: pd.DataFrame, reference: dict) -> str:
     """The markdown table of one dataset's runs, one row per run (seeds averaged), the study's figures beside ours."""
     has_ref = any(run in reference for run in groups["run"])
-    header = ["run", "model", "pretrained", "params (M)", "FLOPs/image", "peak memory (MB)", "s/epoch",
-              "images/s", "best val acc (%)", "test top-1 (%)", "top-5 (%)", "macro-F1", "device"]
+    header = ["run", "model", "pretrained", "params (M)", "FLOPs/image", "peak memory (MB)", "epochs", "s/epoch",
+              "training (s)", "images/s", "best val acc (%)", "test top-1 (%)", "top-5 (%)", "macro-F1", "device"]
     if has_ref:
         header += ["study s/epoch", "study acc (%)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -146,7 +146,9 @@ def dataset_table(groups: pd.DataFrame, reference: dict) -> str:
             "" if math.isnan(g["params"]) else f"{g['params'] / 1e6:.2f}",
             _fmt_flops(g["flops_per_image"]),
             _fmt_mem(g["peak_mem_mb"], g["peak_mem_mb_std"], g["peak_mem_kind"]),
+            fmt(g["epochs"], kind="int"),  # one config for all seeds
             fmt(g["sec_per_epoch"], g["sec_per_epoch_std"], "sec"),
+            fmt(g["train_seconds"], g["train_seconds_std"], "sec"),
             fmt(g["images_per_sec"], g["images_per_sec_std"], "int"),
             fmt(g["best_val_acc"], g["best_val_acc_std"], "pct"),
             fmt_top1(g),
