@@ -32,10 +32,6 @@ class Interval:
     high: float
     n: int
 
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2
-
     def excludes(self, value: float) -> bool:
         """Whether `value` lies outside the interval (a difference excluding 0 is beyond noise)."""
         return self.low > value or self.high < value

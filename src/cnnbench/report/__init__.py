@@ -9,7 +9,6 @@ conclusions re-tested), data_audit (what the audit stage measured); this one ass
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -32,7 +31,7 @@ from cnnbench.report.figures import (
     plot_val_acc,
 )
 from cnnbench.report.claims import claims_section, evaluate_claims
-from cnnbench.report.data_audit import audit_section
+from cnnbench.report.data_audit import audit_section, relative_link
 from cnnbench.report.compare import comparisons_table, dataset_comparisons, plot_comparisons, ranking_summary
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
@@ -159,7 +158,7 @@ def _data_links(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str
     links = []
     for label, name in (("data-cleaning report", f"{dataset}.json"), ("sample images", f"{dataset}_samples.png")):
         if (data_reports_dir / name).is_file():
-            links.append(f"[{label}]({_relative(data_reports_dir / name, out_dir)})")
+            links.append(f"[{label}]({relative_link(data_reports_dir / name, out_dir)})")
     return links
 
 
@@ -211,10 +210,6 @@ def _shown_replicate(groups: pd.DataFrame, data: RunsData) -> tuple[str, int] | 
         return None
     run = candidates.sort_values(["test_top1", "run"], ascending=[False, True]).iloc[0]["run"]
     return run, int(rows.loc[rows["run"] == run, "seed"].min())
-
-
-def _relative(path: Path, start: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
 def curves_table(data: RunsData) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from cnnbench.config import ClaimConfig, DatasetConfig
 from cnnbench.report.compare import run_outcomes
 from cnnbench.report.pairs import dropped_classes, shared_class_comparison
 from cnnbench.report.runs import RunsData
-from cnnbench.report.tables import MINUS, fmt
+from cnnbench.report.tables import MINUS, fmt, points
 from cnnbench.stats import Interval, paired_bootstrap, welch_interval
 
 PER_IMAGE = ("test_top1",)  # metrics whose per-image outcomes predictions.csv holds
@@ -145,8 +145,7 @@ def _unit(metric: str) -> str:
 
 
 def _signed(metric: str, value: float) -> str:
-    text = f"{100 * value:+.1f}" if metric in PERCENT else f"{value:+.3g}"
-    return text.replace("-", MINUS)
+    return points(value) if metric in PERCENT else f"{value:+.3g}".replace("-", MINUS)
 
 
 def _interval_text(metric: str, diff: Interval) -> str:

@@ -41,14 +41,14 @@ def audit_section(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[s
                             ("Cross-split near-duplicates (held-out left, train right)", "near_duplicates")):
         path = data_reports_dir / f"{dataset}_{suffix}.png"
         if path.is_file():
-            rel = _relative(path, out_dir)
+            rel = relative_link(path, out_dir)
             lines += [f"**{caption}** ([{path.name}]({rel}))", "", f"![{caption}]({rel})", ""]
-    json_link = _relative(data_reports_dir / f"{dataset}_audit.json", out_dir)
+    json_link = relative_link(data_reports_dir / f"{dataset}_audit.json", out_dir)
     lines += [f"All of it, image by image: [{dataset}_audit.json]({json_link}).", ""]
     return lines
 
 
-def _relative(path: Path, start: Path) -> str:
+def relative_link(path: Path, start: Path) -> str:
     """`path` as a link from a README in `start`."""
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 

@@ -223,9 +223,9 @@ def pairs_section(pairs: list[DatasetPair], data: RunsData, fig_dir: Path, highl
         settings = fair_settings(pair, data)
         if settings:
             fair.append((pair, settings))
-            lines += [f"Both models on the same images, the test images of the {pair.reduced} classes; ± is half the "
-                      "95 % interval (Wilson's for one seed, t over seeds for several), differences are paired "
-                      "bootstrap intervals, seeds pooled.", ""]
+            lines += [f"Both models on the same images, the test images of the {pair.reduced} classes; accuracies "
+                      "with their 95 % interval in parentheses (Wilson's for one seed, t over seeds for several, "
+                      "cut at 100 %), differences with paired bootstrap intervals, seeds pooled.", ""]
             lines += _fair_table(settings)
         lines += _naive_table(pair, data.runs)
     fig = plot_dataset_pairs(fair, highlight, highlight_label)
