@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from report_fixtures import REFERENCE, make_suite, parse_table
 
-from cnnbench.report.compare import dataset_comparisons
+from cnnbench.report.compare import Comparisons, dataset_comparisons, recipe_intervals
 from cnnbench.report.runs import load_runs
 from cnnbench.report.tables import (dataset_summary, dataset_table, group_replicates, inference_table, interval_note,
                                     suite_metrics, suite_timings)
-from cnnbench.stats import seed_interval
+from cnnbench.stats import accuracy_interval
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def groups(data):
     """dataset -> its runs, one row per run (seeds averaged)."""
-    return {dataset: group_replicates(data.of_dataset(dataset)) for dataset in data.datasets}
+    book = Comparisons(data.predictions)
+    return {dataset: recipe_intervals(group_replicates(data.of_dataset(dataset)), book) for dataset in data.datasets}
 
 
 def rows(groups, dataset: str) -> dict[str, dict[str, str]]:
@@ -39,7 +40,7 @@ def test_table_rows_hold_the_formatted_numbers(groups):
     assert stem3["epochs"] == "6" and stem3["training (s)"] == "18.00"  # 6 epochs of 3 s: the whole training
     assert stem3["images/s"] == "500"
     assert stem3["best val acc (%)"] == "98.00"
-    assert stem3["test top-1 (%)"] == "98.5 (96.8 … 99.3)"  # 394/400: Wilson's interval
+    assert stem3["test top-1 (%)"] == "98.5 (96.8 … 99.3) †"  # 394/400: Wilson's interval, test sampling only
     assert stem3["top-5 (%)"] == "100.00"
     assert stem3["macro-F1"] == "0.985"  # from its predictions
     assert stem3["device"] == "cpu"
@@ -49,19 +50,22 @@ def test_table_rows_hold_the_formatted_numbers(groups):
     assert bfly["pretrained"] == "imagenet"
 
 
-def test_a_runs_seeds_are_one_row_with_the_t_interval_of_top1_and_std_of_the_rest(groups):
+def test_a_runs_seeds_are_one_row_with_the_recipe_interval_of_top1_and_std_of_the_rest(data, groups):
     digits = rows(groups, "digits")
     row = digits["digits-resnet18"]
     assert "n=2" in row["run"] and "seeds 0, 1" in row["run"]
-    # t with 1 df: 96.0 ± 12.706 * 1 point, whose upper end (108.7) is cut at 100
-    assert seed_interval([0.97, 0.95]).high > 1
-    assert row["test top-1 (%)"] == "96.0 (83.3 … 100.0)"
+    # over seeds and test images, from each seed's predictions; with 2 seeds (1 df) its top end is cut at 100
+    interval = accuracy_interval(Comparisons(data.predictions).outcomes("digits-resnet18").correct)
+    assert interval.high == 1.0 and interval.n == 2
+    assert row["test top-1 (%)"] == f"96.0 ({100 * interval.low:.1f} … 100.0)"
     assert row["s/epoch"] == "1.10 ± 0.14"
     assert row["epochs"] == "6" and row["training (s)"].startswith("6.60 ± ")  # one config; times vary by seed
     assert row["params (M)"] == "11.18"
-    assert "Wilson's interval over the test images for a run with one seed" in interval_note(groups["digits"])
-    assert "Student's t interval over the seeds" in interval_note(groups["digits"])
-    assert "Student's t" not in interval_note(groups["butterflies"]) and interval_note(groups["cifar10"]) == ""
+    assert "† one seed: Wilson's interval over the test images, which covers test sampling only" in \
+        interval_note(groups["digits"])
+    assert "over seeds and test images both" in interval_note(groups["digits"])
+    assert "over seeds and test images" not in interval_note(groups["butterflies"])
+    assert interval_note(groups["cifar10"]) == ""
 
 
 def test_reference_columns_beside_our_figures(groups):
@@ -76,18 +80,23 @@ def test_reference_columns_beside_our_figures(groups):
 
 
 def test_trade_off_sentence_says_whether_the_gain_is_beyond_noise(data, groups):
-    comparisons, _ = dataset_comparisons(data.predictions, list(groups["digits"]["run"]))
+    comparisons, _ = dataset_comparisons(Comparisons(data.predictions), list(groups["digits"]["run"]))
     digits = dataset_summary(groups["digits"], comparisons)
     assert "the fastest run, `digits-mobilenet_v2`, takes 0.80 s/epoch for 93.0 %" in digits
-    assert "`digits-resnet18_stem3`, takes 3.00 s/epoch (3.8× as long) for 98.5 % (difference +5.5 points" in digits
-    within = comparisons.assign(low=-0.01)
+    # one seed a side: the gain is shown, and no verdict is given on it
+    assert ("`digits-resnet18_stem3`, takes 3.00 s/epoch (3.8× as long) for 98.5 % (undecided, needs seeds: 1 and 1, "
+            "at least 3 a side: difference +5.5 points)") in digits
+    beats = comparisons.assign(low=0.03, high=0.08, beyond_noise=True, verdict="greater")
+    assert "for 98.5 % (difference +5.5 points, 95 % interval +3.0 … +8.0)" in dataset_summary(groups["digits"], beats)
+    within = beats.assign(low=-0.01, beyond_noise=False, verdict="within noise")
     assert "(within noise: difference +5.5 points, 95 % interval −1.0 … " in dataset_summary(groups["digits"], within)
     assert "(not compared image by image)" in dataset_summary(groups["digits"])
     assert dataset_summary(groups["cifar10"]) == ""  # nothing evaluated: no trade-off to state
 
 
 def test_suite_metrics_keep_only_measured_numbers(tmp_path):
-    metrics = suite_metrics(group_replicates(load_runs(make_suite(tmp_path, ["digits-resnet18", "cifar10-resnet18"])).runs))
+    data = load_runs(make_suite(tmp_path, ["digits-resnet18", "cifar10-resnet18"]))
+    metrics = suite_metrics(recipe_intervals(group_replicates(data.runs), Comparisons(data.predictions)))
     assert metrics["digits-resnet18"]["test_top1"] == 0.96 and metrics["digits-resnet18"]["seeds"] == 2
     assert metrics["digits-resnet18"]["test_top1_ci_low"] < 0.96 < metrics["digits-resnet18"]["test_top1_ci_high"]
     assert "test_top1" not in metrics["cifar10-resnet18"] and metrics["cifar10-resnet18"]["params"] > 0

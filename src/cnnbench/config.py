@@ -25,7 +25,8 @@ SOURCE_FORMATS = ("cifar10-python", "image-csv", "image-folder", "npz")
 SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",
             "claims", "audit")
 AUDIT_FEATURES = ("auto", "pixels", "imagenet")
-CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse")
+# a_same: a negative control (an A/A pair: one recipe, two seed sets), which passes when found within noise
+CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse", "a_same")
 
 
 # ------------------------------------------------------------------ data
@@ -278,7 +279,7 @@ class ClaimConfig(Validated):
     text: str
     run_a: str
     run_b: str
-    direction: str                   # a_better | b_better | a_not_worse | b_not_worse
+    direction: str                   # a_better | b_better | a_not_worse | b_not_worse | a_same (a control)
     metric: str = "test_top1"        # any number a stage writes to a run's metrics.json (latency, say)
     better: str = "higher"           # higher | lower: which way the metric improves
     margin: float = 0.0              # *_not_worse: how much worse, in the metric's units, still counts as not worse

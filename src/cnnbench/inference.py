@@ -82,6 +82,9 @@ class InferenceCost:
     gpu_precision: str | None = None
     throughput_gpu_batch: int | None = None
     throughput_gpu_ips: float | None = None
+    # every timed call behind the medians, in ms: a latency comparison's interval comes from these repeats
+    latency_cpu_b1_1t_samples_ms: tuple[float, ...] = ()
+    latency_cpu_b1_all_samples_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -212,6 +215,8 @@ def _cost(model: nn.Module, cpu_model: nn.Module, one: np.ndarray, every: np.nda
         latency_calls=len(one),
         latency_cpu_b1_1t_ms=_ms(np.median(one)), latency_cpu_b1_1t_p95_ms=_ms(np.percentile(one, 95)),
         latency_cpu_b1_all_ms=_ms(np.median(every)), latency_cpu_b1_all_p95_ms=_ms(np.percentile(every, 95)),
+        latency_cpu_b1_1t_samples_ms=tuple(_ms(t) for t in one),
+        latency_cpu_b1_all_samples_ms=tuple(_ms(t) for t in every),
         throughput_cpu_batch=cpu_batch,
         throughput_cpu_ips=round(throughput(cpu_model, image_size, cpu_batch, torch.device("cpu"), threads=threads), 1),
         torch=torch.__version__)

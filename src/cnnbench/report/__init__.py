@@ -32,7 +32,8 @@ from cnnbench.report.figures import (
 )
 from cnnbench.report.claims import claims_section, evaluate_claims
 from cnnbench.report.data_audit import audit_section, relative_link
-from cnnbench.report.compare import comparisons_table, dataset_comparisons, plot_comparisons, ranking_summary
+from cnnbench.report.compare import (Comparisons, comparisons_table, dataset_comparisons, plot_comparisons,
+                                     ranking_summary, recipe_intervals)
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
 from cnnbench.report.tables import (dataset_summary, dataset_table, figure_markdown, group_replicates, inference_table,
@@ -51,17 +52,19 @@ def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportC
     """
     out_dir = Path(out_dir)
     data = load_runs(runs_dir)
+    book = Comparisons(data.predictions)  # every comparison computed once, read by each section that shows it
     sections: list[str] = []
     if claims and len(data.runs):
-        sections.append(claims_section(evaluate_claims(claims, data, datasets, report_cfg.reference)))
+        sections.append(claims_section(evaluate_claims(claims, data, datasets, report_cfg.reference, book)))
     with staging_dir(out_dir / "figures") as fig_dir:  # replaces figures/ whole: no stale PNG survives
         for dataset in data.datasets:
-            sections.append(_dataset_section(data, dataset, fig_dir, report_cfg, Path(data_reports_dir), out_dir))
+            sections.append(_dataset_section(data, book, dataset, fig_dir, report_cfg, Path(data_reports_dir),
+                                             out_dir))
         pairs = find_dataset_pairs(data, datasets)
         if pairs:
-            sections.append(pairs_section(pairs, data, fig_dir, set(report_cfg.highlight_classes),
+            sections.append(pairs_section(pairs, data, book, fig_dir, set(report_cfg.highlight_classes),
                                           report_cfg.highlight_label))
-    groups = group_replicates(data.runs)
+    groups = recipe_intervals(group_replicates(data.runs), book)
     write_json_atomic(out_dir / "metrics.json", suite_metrics(groups))
     write_json_atomic(out_dir / "timings.json", suite_timings(groups))
     write_text_atomic(out_dir / "plots" / "curves.csv", curves_table(data).to_csv(index=False))
@@ -83,16 +86,17 @@ def _readme(suite: str, runs_dir, sections: list[str], n_runs: int) -> str:
              "excluded, and *training (s)* one seed's training passes over all its epochs, warm-up included "
              "(validation not counted): runs given fewer epochs show it here. A run "
              "trained with several seeds is one row: the mean over its seeds (n). Test top-1 comes with its 95 % "
-             "interval, and runs scored on the same test images are compared image by image: a run is said to "
-             "beat another only when the interval of their difference excludes zero. Peak memory is the GPU's "
+             "interval, and runs scored on the same test images are compared as recipes, over their seeds and the "
+             "test images: a run is said to beat another only with at least 3 seeds a side and a Holm-adjusted "
+             "p-value under 0.05 (README, \"How a verdict is reached\"). Peak memory is the GPU's "
              "peak allocation on CUDA and the process's peak RSS on CPU, so the two kinds do not compare.", ""]
     return "\n".join(head + sections).rstrip() + "\n"
 
 
-def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportConfig, data_reports_dir: Path,
-                     out_dir: Path) -> str:
+def _dataset_section(data: RunsData, book: Comparisons, dataset: str, fig_dir: Path, cfg: ReportConfig,
+                     data_reports_dir: Path, out_dir: Path) -> str:
     replicates = data.of_dataset(dataset)
-    groups = group_replicates(replicates)
+    groups = recipe_intervals(group_replicates(replicates), book)
     lines = [f"## {dataset}", ""]
     n_classes = _num_classes(data, groups)
     facts = [f"{len(groups)} run{'s' if len(groups) != 1 else ''}"]
@@ -114,11 +118,11 @@ def _dataset_section(data: RunsData, dataset: str, fig_dir: Path, cfg: ReportCon
         lines += ["*study s/epoch* and *study acc (%)* are the figures the original study reported for the "
                   "same configuration (best validation accuracy; its hardware differs from ours, so compare "
                   "ratios of s/epoch, not absolute values).", ""]
-    comparisons, alone = dataset_comparisons(data.predictions, list(groups["run"]))
+    comparisons, alone = dataset_comparisons(book, list(groups["run"]))
     lines += [" ".join(t for t in (ranking_summary(groups, comparisons, alone), dataset_summary(groups, comparisons))
                        if t), ""]
     if len(comparisons):
-        lines += [f"**Paired comparisons on the same {int(comparisons['images'].max()):,} test images**", "",
+        lines += [f"**Recipes compared on the same {int(comparisons['images'].max()):,} test images**", "",
                   comparisons_table(comparisons), ""]
     lines += _inference_section(replicates, groups)
     figures = [("comparisons", "Paired differences in test top-1", plot_comparisons(comparisons, dataset))]

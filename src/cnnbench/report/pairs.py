@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 from cnnbench.config import DatasetConfig
 from cnnbench.errors import CnnbenchError
 from cnnbench.plotting import save_figure
-from cnnbench.report.compare import pair_row, plot_differences, run_outcomes
+from cnnbench.report.compare import Comparisons, difference_words, pair_row, plot_differences
 from cnnbench.report.runs import RunsData
-from cnnbench.report.tables import accuracy_cell, difference_text, figure_markdown, points, short_run_name
-from cnnbench.stats import accuracy_interval
+from cnnbench.report.tables import accuracy_cell, figure_markdown, points, short_run_name
+from cnnbench.stats import GREATER, LESS, UNDECIDED, accuracy_interval, holm
 
 # What must match for two datasets to hold the same images: all but the classes each drops.
 SAME_IMAGES = ("source", "image_size", "val_fraction", "test_fraction", "split_seed")
@@ -93,10 +93,10 @@ def dropped_classes(full: DatasetConfig | None, reduced: DatasetConfig | None) -
     return sorted(set(reduced.drop_classes) - set(full.drop_classes))
 
 
-def shared_class_comparison(data: RunsData, run_full: str, run_reduced: str,
+def shared_class_comparison(data: RunsData, book: Comparisons, run_full: str, run_reduced: str,
                             dropped: list[str]) -> SharedClassComparison | None:
     """Both runs on the test images they share (the reduced run's, where the full run's split has them too)."""
-    full, reduced = run_outcomes(data.predictions, run_full), run_outcomes(data.predictions, run_reduced)
+    full, reduced = book.outcomes(run_full), book.outcomes(run_reduced)
     if full is None or reduced is None:
         return None
     where = {image: i for i, image in enumerate(full.ids)}
@@ -134,17 +134,37 @@ class FairSetting:
     as_predicted: dict
     restricted: dict | None   # None without the full run's scores.npz
 
+    @property
+    def fair(self) -> dict:
+        """The row a verdict rests on: the full model restricted to the shared classes where it can be."""
+        return self.restricted or self.as_predicted
 
-def fair_settings(pair: DatasetPair, data: RunsData) -> list[FairSetting]:
-    """Every setting of the pair that both runs evaluated, compared on the shared classes' test images."""
-    out = []
+
+def shared_differences(book: Comparisons, c: SharedClassComparison):
+    """(reduced − full as it predicts, reduced − full restricted or None), each computed once per report."""
+    ids = book.outcomes(c.run_reduced).ids
+    as_predicted = book.difference(c.run_reduced, c.run_full, c.reduced, c.full_as_predicted, "shared, as predicted",
+                                   ids)
+    restricted = None if c.full_restricted is None else book.difference(
+        c.run_reduced, c.run_full, c.reduced, c.full_restricted, "shared, restricted", ids)
+    return as_predicted, restricted
+
+
+def fair_settings(pair: DatasetPair, data: RunsData, book: Comparisons) -> list[FairSetting]:
+    """Every setting of the pair that both runs evaluated, compared on the shared classes' test images; the
+    verdicts of the fair rows Holm-corrected over the pair's settings (one family)."""
+    found = []
     for label, run_full, run_reduced in pair.settings:
-        c = shared_class_comparison(data, run_full, run_reduced, pair.dropped)
-        if c is None:
-            continue
-        restricted = None if c.full_restricted is None else pair_row(run_reduced, run_full, c.reduced,
-                                                                     c.full_restricted)
-        out.append(FairSetting(label, c, pair_row(run_reduced, run_full, c.reduced, c.full_as_predicted), restricted))
+        c = shared_class_comparison(data, book, run_full, run_reduced, pair.dropped)
+        if c is not None:
+            found.append((label, c, *shared_differences(book, c)))
+    adjusted = holm([(restricted or as_predicted).pvalue for _, _, as_predicted, restricted in found])
+    out = []
+    for (label, c, as_predicted, restricted), p in zip(found, adjusted):
+        fair_p = (p, None) if restricted is not None else (None, p)
+        out.append(FairSetting(label, c, pair_row(c.run_reduced, c.run_full, as_predicted, fair_p[1]),
+                               None if restricted is None else pair_row(c.run_reduced, c.run_full, restricted,
+                                                                        fair_p[0])))
     return out
 
 
@@ -156,7 +176,11 @@ def _cell(correct: np.ndarray | None) -> str:
 
 
 def _diff_cell(row: dict | None) -> str:
-    return "" if row is None else f"{points(row['diff'])} ({points(row['low'])} … {points(row['high'])})"
+    if row is None:
+        return ""
+    if row["verdict"] == UNDECIDED:
+        return f"{points(row['diff'])} (undecided: needs seeds)"
+    return f"{points(row['diff'])} ({points(row['low'])} … {points(row['high'])})"
 
 
 def _fair_table(settings: list[FairSetting]) -> list[str]:
@@ -169,12 +193,13 @@ def _fair_table(settings: list[FairSetting]) -> list[str]:
         c = s.comparison
         lines.append(f"| {s.label} | {c.images:,} | {_cell(c.full_as_predicted)} | {_cell(c.full_restricted)} | "
                      f"{_cell(c.reduced)} | {_diff_cell(s.as_predicted)} | {_diff_cell(s.restricted)} |")
-        fair = s.restricted or s.as_predicted
-        verdict = ("is within noise of" if not fair["beyond_noise"] else "beats" if fair["diff"] > 0
-                   else "is beaten by")
+        fair = s.fair
+        verdict = {GREATER: "beats", LESS: "is beaten by", UNDECIDED: "is undecided against"}.get(
+            fair["verdict"], "is within noise of")
         what = "restricted to the shared classes" if s.restricted else "as it predicts"
         sentences.append(f"On the same images, `{c.run_reduced}` {verdict} `{c.run_full}` {what} "
-                         f"({difference_text(fair['diff'], fair['low'], fair['high'])})."
+                         f"({difference_words(fair)}" + (f"; {fair['undecided']}" if fair["undecided"] else
+                                                         f"; Holm-adjusted p = {fair['p_holm']:.2g}") + ")."
                          + (f" {c.left_out:,} of its test images are not in `{c.run_full}`'s test split and are "
                             "left out." if c.left_out else ""))
     return lines + ["", " ".join(sentences), ""]
@@ -212,7 +237,7 @@ def plot_dataset_pairs(fair: list[tuple[DatasetPair, list[FairSetting]]], highli
     return fig
 
 
-def pairs_section(pairs: list[DatasetPair], data: RunsData, fig_dir: Path, highlight: set[str],
+def pairs_section(pairs: list[DatasetPair], data: RunsData, book: Comparisons, fig_dir: Path, highlight: set[str],
                   highlight_label: str) -> str:
     """The README's "Effect of dropping classes" section, its figure saved into fig_dir."""
     lines = ["## Effect of dropping classes", ""]
@@ -220,12 +245,13 @@ def pairs_section(pairs: list[DatasetPair], data: RunsData, fig_dir: Path, highl
     for pair in pairs:
         dropped = f"{len(pair.dropped)} classes dropped: {', '.join(pair.dropped)}"
         lines += [f"`{pair.reduced}` is `{pair.full}` without some classes ({dropped}); same runs otherwise.", ""]
-        settings = fair_settings(pair, data)
+        settings = fair_settings(pair, data, book)
         if settings:
             fair.append((pair, settings))
             lines += [f"Both models on the same images, the test images of the {pair.reduced} classes; accuracies "
-                      "with their 95 % interval in parentheses (Wilson's for one seed, t over seeds for several, "
-                      "cut at 100 %), differences with paired bootstrap intervals, seeds pooled.", ""]
+                      "with their 95 % interval in parentheses (one seed: Wilson's, test sampling only; several: "
+                      "over seeds and test images, cut at 100 %); differences of the recipes over seeds and these "
+                      "images, as in each dataset's table, the verdicts Holm-corrected over the pair's settings.", ""]
             lines += _fair_table(settings)
         lines += _naive_table(pair, data.runs)
     fig = plot_dataset_pairs(fair, highlight, highlight_label)

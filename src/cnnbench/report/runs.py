@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -70,6 +71,19 @@ class RunsData:
     def mean_curves(self) -> pd.DataFrame:
         """The curves averaged over each run's seeds: one line per run and series."""
         return self.curves.groupby(["run", "series", "epoch"], as_index=False, sort=False)["value"].mean()
+
+    def timing_samples(self, run: str, metric: str) -> np.ndarray | None:
+        """The timed calls (ms) behind a latency median of inference.json (`<metric>` with `_ms` ->
+        `_samples_ms`), from the run's lowest seed that measured it; None when none kept them."""
+        key = metric.removesuffix("_ms") + "_samples_ms"
+        for (name, _), eval_dir in sorted(self.eval_dirs.items()):
+            if name != run:
+                continue
+            samples = (read_json_object(eval_dir / "inference.json") or {}).get(key)
+            if isinstance(samples, list) and samples and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                             and math.isfinite(v) for v in samples):
+                return np.asarray(samples, dtype=float)
+        return None
 
     def scores(self, run: str, seed: int) -> ClassScores | None:
         """The per-image class probabilities one replicate's evaluation wrote, if it wrote them."""

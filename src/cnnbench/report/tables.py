@@ -1,7 +1,8 @@
 """Tables and sentences: one dataset's runs as a markdown table, its trade-off sentence, the suite's metrics.
 
 A run's seeds become one row: means, with test top-1's 95 % interval (Wilson's over the test images
-for one seed, Student's t over seeds for several) and standard deviations over seeds for the rest.
+for one seed, which covers test sampling only; over seeds and test images for several, filled in
+from the predictions by compare.recipe_intervals) and standard deviations over seeds for the rest.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import math
 import pandas as pd
 
 from cnnbench.report.runs import as_number, metric_columns
-from cnnbench.stats import PROPORTION, seed_interval
 
 # cuda_train_max_allocated: steady training epochs, without the resident dataset (train's resident_data_mb);
 # cuda_max_allocated: runs trained before that, whose peak held the dataset and evaluation too.
@@ -42,15 +42,13 @@ def group_replicates(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _top1_interval(group: pd.DataFrame) -> dict:
-    """Test top-1's 95 % interval: the one evaluate wrote (Wilson) for one seed, Student's t over several."""
+    """Test top-1's 95 % interval for one seed: the one evaluate wrote (Wilson, test sampling only). Several
+    seeds need each image's outcome (seeds and images both vary): compare.recipe_intervals fills them in."""
     evaluated = group.dropna(subset=["test_top1"])
     if len(evaluated) == 1:
         row = evaluated.iloc[0]
         return {"top1_low": row["test_top1_ci_low"], "top1_high": row["test_top1_ci_high"], "top1_n": 1}
-    interval = seed_interval(evaluated["test_top1"], bounds=PROPORTION)
-    if interval is None:
-        return {"top1_low": math.nan, "top1_high": math.nan, "top1_n": 0}
-    return {"top1_low": interval.low, "top1_high": interval.high, "top1_n": interval.n}
+    return {"top1_low": math.nan, "top1_high": math.nan, "top1_n": len(evaluated)}
 
 
 def fmt(value: float, std: float = math.nan, kind: str = "num") -> str:
@@ -78,7 +76,10 @@ def fmt_top1(group: pd.Series, prose: bool = False) -> str:
         return ""
     if math.isnan(group["top1_low"]) or math.isnan(group["top1_high"]):
         return f"{100 * group['test_top1']:.1f}" + (" %" if prose else "")
-    return accuracy_cell(group["test_top1"], group["top1_low"], group["top1_high"], prose)
+    cell = accuracy_cell(group["test_top1"], group["top1_low"], group["top1_high"], prose)
+    if group["top1_n"] == 1:
+        cell += " (one seed: test sampling only)" if prose else " †"
+    return cell
 
 
 def accuracy_cell(estimate: float, low: float, high: float, prose: bool = False) -> str:
@@ -92,9 +93,11 @@ def interval_note(groups: pd.DataFrame) -> str:
     kinds = set(groups.loc[groups["test_top1"].notna(), "top1_n"])
     what = []
     if 1 in kinds:
-        what.append("Wilson's interval over the test images for a run with one seed")
+        what.append("† one seed: Wilson's interval over the test images, which covers test sampling only (a second "
+                    "seed of the same recipe moves accuracy further)")
     if any(k > 1 for k in kinds):
-        what.append("Student's t interval over the seeds (n in the run column) for a run with several, cut at 100 %")
+        what.append("several seeds (n in the run column): the recipe's interval, over seeds and test images both, "
+                    "cut at 100 %")
     if not what:
         return ""
     return (f"*test top-1* is the mean with its 95 % interval in parentheses: {'; '.join(what)}. Other ± are "
@@ -207,7 +210,8 @@ def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = Non
         speed = f"**Accuracy vs time:** `{fast['run']}` is the fastest ({fmt(fast['sec_per_epoch'], kind='sec')} s/epoch)"
         close = _within_noise_of(comparisons, top["run"])
         text = (f"{speed} and the highest in test top-1." if not close else
-                f"{speed}; in test top-1 it is within noise of {', '.join(f'`{r}`' for r in close)}.")
+                f"{speed}; in test top-1 it does not beat {', '.join(f'`{r}`' for r in close)} (within noise or "
+                "undecided: see the comparisons).")
     else:
         ratio = top["sec_per_epoch"] / fast["sec_per_epoch"]
         text = (f"**Accuracy vs time:** the fastest run, `{fast['run']}`, takes {fmt(fast['sec_per_epoch'], kind='sec')} "
@@ -221,7 +225,7 @@ def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = Non
 
 
 def _within_noise_of(comparisons: pd.DataFrame | None, run: str) -> list[str]:
-    """The runs whose paired difference with `run` is within noise."""
+    """The runs `run` does not beat: their comparison is within noise or undecided (its verdict column)."""
     if comparisons is None:
         return []
     rows = comparisons[~comparisons["beyond_noise"].astype(bool)]
@@ -229,7 +233,7 @@ def _within_noise_of(comparisons: pd.DataFrame | None, run: str) -> list[str]:
 
 
 def _gain(comparisons: pd.DataFrame | None, top: str, other: str) -> str:
-    """`top` minus `other` in words: beyond noise or not, from their paired comparison."""
+    """`top` minus `other` in words, with the verdict their comparison already carries."""
     if comparisons is None:
         return "not compared image by image"
     pair = {top, other}
@@ -238,9 +242,11 @@ def _gain(comparisons: pd.DataFrame | None, top: str, other: str) -> str:
         return "not compared image by image"
     row = rows.iloc[0]
     sign = 1 if row["a"] == top else -1
+    if math.isnan(row["low"]):
+        return f"undecided, {row['undecided']}: difference {points(sign * row['diff'])} points"
     low, high = sorted([sign * row["low"], sign * row["high"]])
     words = difference_text(sign * row["diff"], low, high)
-    return words if low > 0 or high < 0 else f"within noise: {words}"
+    return words if row["beyond_noise"] else f"within noise: {words}"
 
 
 def accuracy_metric(groups: pd.DataFrame) -> tuple[str, str]:
