@@ -65,7 +65,8 @@ def test_measurement_holds_every_figure_under_its_stable_name():
     (cost,) = measure_inference([model], image_size=8, cpu_batch=4, threads=2, latency=QUICK)
     assert isinstance(cost, InferenceCost)
     assert cost.image_size == 8 and cost.threads_all == 2 and cost.throughput_cpu_batch == 4
-    assert cost.latency_calls == 5
+    assert cost.latency_calls == 5 == len(cost.latency_cpu_b1_1t_samples_ms) == len(cost.latency_cpu_b1_all_samples_ms)
+    assert cost.latency_cpu_b1_1t_ms == pytest.approx(float(np.median(cost.latency_cpu_b1_1t_samples_ms)), abs=1e-3)
     assert 0 < cost.latency_cpu_b1_1t_ms <= cost.latency_cpu_b1_1t_p95_ms
     assert 0 < cost.latency_cpu_b1_all_ms <= cost.latency_cpu_b1_all_p95_ms
     assert cost.throughput_cpu_ips > 0

@@ -87,7 +87,8 @@ class InferenceCost:
     latency_cpu_b1_all_samples_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as JSON holds them (the timed calls as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -152,11 +152,10 @@ def _needed(claim: ClaimConfig, advantage: Difference, verdict: str) -> str:
     """For an open claim, about how many seeds a side would decide it at the difference seen."""
     if verdict in (GREATER, LESS) or advantage.source == "timed calls" or claim.direction == "a_same":
         return ""
+    if math.isnan(advantage.seed_var_a + advantage.seed_var_b):
+        return ""  # no seed spread measured on these images: nothing to plan with
     k = seeds_needed(advantage, advantage.estimate - _threshold(claim))
-    if k is None:
-        return f" (more than {MAX_SEEDS_PLANNED} seeds a side)" if advantage.source != "timed calls" and \
-            not math.isnan(advantage.seed_var_a + advantage.seed_var_b) else ""
-    return f" (about {k} seeds a side would decide it)"
+    return f" (about {k} seeds a side would decide it)" if k else f" (more than {MAX_SEEDS_PLANNED} seeds a side)"
 
 
 def _detectable(claim: ClaimConfig, diff: Difference) -> str:
