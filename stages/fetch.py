@@ -26,4 +26,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    stage_main(main, die_with_parent=True)  # a `dvc repro` killed takes this stage with it

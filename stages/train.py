@@ -8,6 +8,7 @@ torchrun); on the other machines of a multi-node run, the same command with `--n
 
 import argparse
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 # Run the code of the tree DVC runs this stage in (a queued experiment's copy, say),
@@ -16,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cnnbench.door import stage_main
 from cnnbench.config import load_params
-from cnnbench.launch import relaunch_under_torchrun
+from cnnbench.files import exclusive_lock
+from cnnbench.launch import is_torchrun_child, relaunch_under_torchrun
 
 
 def main(argv=None) -> int:
@@ -32,14 +34,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     run = params.run(args.run)
-    code = relaunch_under_torchrun(params.launch, __file__, sys.argv[1:] if argv is None else argv, args.node_rank)
-    if code is not None:
-        return code
-    from cnnbench.train import train_replicates  # here: a process that only launches torchrun needs no torch
+    # One trainer per run directory: the process DVC starts holds the lock (its torchrun ranks work under it).
+    with nullcontext() if is_torchrun_child() else exclusive_lock(args.run_dir, "trainer"):
+        code = relaunch_under_torchrun(params.launch, __file__, sys.argv[1:] if argv is None else argv,
+                                       args.node_rank)
+        if code is not None:
+            return code
+        from cnnbench.train import train_replicates  # here: a process that only launches torchrun needs no torch
 
-    train_replicates(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
+        train_replicates(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
     return 0
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    stage_main(main, die_with_parent=True)  # a `dvc repro` killed takes this stage with it

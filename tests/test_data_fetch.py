@@ -97,7 +97,9 @@ def fake_kaggle(monkeypatch, kaggle_zip):
 
 
 def source(uri: str, md5: str | None = None, fmt: str = "image-csv") -> SourceConfig:
-    return SourceConfig(name="src", uri=uri, format=fmt, md5=md5)
+    """A source; the fixtures serve plain http from 127.0.0.1, declared unverified where they have no md5."""
+    return SourceConfig(name="src", uri=uri, format=fmt, md5=md5,
+                        unverified_http=uri.startswith("http://") and md5 is None)
 
 
 def assert_nothing_left(raw: Path) -> None:

@@ -354,7 +354,7 @@ def test_a_checkpoint_whose_classes_do_not_match_its_weights_is_a_clear_error(te
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--top-k", "0"], "--top-k: must be a positive integer"),
+    (["--top-k", "0"], "--top-k: must be an integer in 1..100000"),
     (["--device", "tpu"], "--device tpu: expected auto, cpu, cuda or cuda:N"),
 ])
 def test_predict_refuses_bad_flags_with_one_line(ten_classes, tmp_path, capsys, argv, message):

@@ -144,9 +144,9 @@ def test_standard_variants_are_torchvision_models(name, factory):
 
 
 @pytest.mark.parametrize("change,field,message", [
-    ({"depths": [], "widths": [], "strides": []}, "models.bad.depths", "non-empty list of positive integers"),
-    ({"widths": [64, -128, 256, 512]}, "models.bad.widths", "non-empty list of positive integers"),
-    ({"widths": [64, 0, 256, 512]}, "models.bad.widths", "positive integers"),
+    ({"depths": [], "widths": [], "strides": []}, "models.bad.depths", r"a list of 1\.\.128 integers in 1\.\.128"),
+    ({"widths": [64, -128, 256, 512]}, "models.bad.widths", r"a list of 1\.\.128 integers in 1\.\.8192"),
+    ({"widths": [64, 0, 256, 512]}, "models.bad.widths", r"integers in 1\.\.8192"),
     ({"family": "vgg"}, "models.bad.family", "must be one of resnet, mobilenet_v2"),
     ({"colour": "blue"}, "models.bad.colour", "unknown key"),
     ({"strides": [1, 2, 2]}, "models.bad.strides", "one entry per stage"),

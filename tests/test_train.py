@@ -8,6 +8,7 @@ process is what is tested. Nothing asserts on timings: other jobs share this mac
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 import json
 import os
@@ -27,7 +28,7 @@ import yaml
 
 import cnnbench.fingerprint as fingerprint_module
 import cnnbench.train as train_module
-from cnnbench.config import RunConfig, TrainConfig, config_to_dict, load_params
+from cnnbench.config import RunConfig, TrainConfig, load_params
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.datasets import batches, random_crop_padded, random_flip, random_resized_crop
 from cnnbench.data.arrays import write_prepared
@@ -78,7 +79,7 @@ def write_params(directory: Path, **train) -> Path:
         "train": {"epochs": 30, "batch_size": 512, "optimizer": "sgd", "lr": 0.4, "seed": 0},
         "evaluate": {"tta_flip": True, "batch_size": 1024},
         "runs": {"tiny": {"suite": "offline", "dataset": "digits", "model": "tiny", "train": overrides}},
-        "suites": {"offline": {"dir": str(directory / "report")}},
+        "suites": {"offline": {"dir": "reports"}},
     }
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "params.yaml"
@@ -170,7 +171,7 @@ def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(digits, 
 
     logged = yaml.safe_load((live / "params.yaml").read_text())
     assert logged == {"run": "tiny", "suite": "offline", "dataset": "digits", "model": "tiny",
-                      "model_family": "resnet", "train": config_to_dict(run.train)}
+                      "model_family": "resnet", "train": dataclasses.asdict(run.train)}
 
     history = load_training_state(out / "run" / LAST).history
     for plot in PLOTS:

@@ -1,7 +1,9 @@
 """The CI regression gate: the gated suite's metrics against a committed baseline.
 
-Every gated metric is "higher is better" (accuracies, macro-F1); a metric fails when it drops by
-more than its tolerance (an absolute difference: accuracies are fractions in [0, 1]). A run or
+Each gated metric has its direction in config.METRICS: a higher-is-better metric (accuracies,
+macro-F1) fails when it drops by more than its tolerance (DROP), a lower-is-better one (a loss, a
+time) when it rises by more (RISE); tolerances are absolute differences in the metric's units. A
+value that is not finite, or a fraction outside [0, 1], fails on either side (BAD). A run or
 metric in the baseline but absent now fails too (MISSING); one absent from the baseline is NEW and
 passes, so adding a run never breaks CI. Values come from the run's eval/metrics.json, then from
 the flat keys of its train/metrics.json.
@@ -13,12 +15,13 @@ import json
 import math
 from pathlib import Path
 
-from cnnbench.config import CheckConfig
+from cnnbench.config import METRICS, CheckConfig
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object, write_json_atomic
 from cnnbench.replicates import find_replicates
 
 COLUMNS = ("run", "metric", "baseline", "now", "delta", "tolerance", "verdict")
+FAILING = ("DROP", "RISE", "BAD", "MISSING")
 
 
 def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path) -> dict[str, dict[str, float]]:
@@ -67,6 +70,11 @@ def load_baseline(baseline_path: str | Path) -> dict:
             isinstance(v, dict) and all(_is_number(x) for x in v.values()) for v in metrics.values()):
         raise CnnbenchError(f"{path}: not a baseline file (expected {{\"suite\", \"metrics\": {{run: "
                             f"{{metric: value}}}}}}); {hint}")
+    for run, values in metrics.items():
+        for metric, value in values.items():
+            if not _plausible(metric, value):
+                raise CnnbenchError(f"{path}: {run}.{metric} is {value}, not a value that metric can take; a "
+                                    f"baseline must hold measured values. {hint}")
     return data
 
 
@@ -89,18 +97,18 @@ def check_metrics(check_cfg: CheckConfig, runs_dir: str | Path, baseline_path: s
         raise CnnbenchError(f"{runs_dir}: no run has the gated metric(s) {', '.join(absent)}; is check.metrics "
                             f"misspelt? A gate over a metric nobody reports would check nothing.")
     rows = compare(check_cfg, baseline["metrics"], now)
-    if not any(r[-1] in ("ok", "DROP") for r in rows):
+    if not any(r[-1] in ("ok", "DROP", "RISE", "BAD") for r in rows):
         raise CnnbenchError(f"no run is in both {baseline_path} and {runs_dir}: the gate would compare nothing; "
                             f"run `dvc repro report@{check_cfg.suite}`, or `cnnbench update-baseline` if the runs "
                             f"were renamed on purpose")
-    failed = sum(r[-1] in ("DROP", "MISSING") for r in rows)
+    failed = sum(r[-1] in FAILING for r in rows)
     new = sum(r[-1] == "NEW" for r in rows)
     ok = len(rows) - failed - new
     lines = [format_table(rows)] if rows else []
     if failed:
-        lines.append("A drop larger than the tolerance, or a run or metric gone missing, fails the gate "
-                     "(all gated metrics: higher is better). If the change is intended, run "
-                     "`cnnbench update-baseline` and commit the baseline.")
+        lines.append("A change for the worse larger than the tolerance (DROP of a higher-is-better metric, RISE of "
+                     "a lower-is-better one), a value no run can have (BAD), or a run or metric gone missing fails "
+                     "the gate. If the change is intended, run `cnnbench update-baseline` and commit the baseline.")
     lines.append(f"check-metrics: {ok} ok, {failed} failed" + (f", {new} new" if new else ""))
     return failed == 0, "\n".join(lines)
 
@@ -119,10 +127,13 @@ def compare(check_cfg: CheckConfig, baseline: dict, now: dict) -> list[tuple[str
                 verdict, delta = "NEW", None
             elif n is None:
                 verdict, delta = "MISSING", None
+            elif not _plausible(metric, n):  # NaN, infinite, or an accuracy outside [0, 1]: a broken run
+                verdict, delta = "BAD", None
             else:
                 delta = n - b
-                # A NaN now is a broken run, not a pass; the epsilon keeps an exact-tolerance drop passing.
-                verdict = "ok" if math.isfinite(n) and delta >= -tol - 1e-12 else "DROP"
+                worse = -delta if METRICS[metric].better == "higher" else delta
+                # The epsilon keeps a change of exactly the tolerance passing.
+                verdict = "ok" if worse <= tol + 1e-12 else ("DROP" if METRICS[metric].better == "higher" else "RISE")
             rows.append((run, metric, _num(b), _num(n), "" if delta is None else f"{delta:+.4f}",
                          f"{tol:.4f}", verdict))
     return rows
@@ -148,6 +159,12 @@ def _absent_metrics(check_cfg: CheckConfig, metrics: dict[str, dict[str, float]]
 
 def _num(value) -> str:
     return "" if value is None else f"{value:.4f}"
+
+
+def _plausible(metric: str, value: float) -> bool:
+    """Whether `value` is one `metric` can take: finite, and in [0, 1] for a fraction."""
+    known = METRICS.get(metric)
+    return math.isfinite(value) and not (known is not None and known.fraction and not 0.0 <= value <= 1.0)
 
 
 def _is_number(value) -> bool:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+# What a best.pt may describe before a model is built from it: the bounds of params (specs.py: the network)
+from cnnbench.limits import MAX_CLASSES, MAX_IMAGE_SIZE
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import atomic_path
 
@@ -59,8 +61,18 @@ def save_checkpoint(checkpoint: ModelCheckpoint | TrainingState, path: str | Pat
 
 
 def load_model_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> ModelCheckpoint:
-    """Read a best.pt safely; a clear error for anything that is not one."""
-    return _load(path, ModelCheckpoint, device)
+    """Read a best.pt safely; a clear error for anything that is not one, or that describes a model too large."""
+    ckpt = _load(path, ModelCheckpoint, device)
+    size, classes = ckpt.image_size, ckpt.classes
+    if not (isinstance(size, int) and 4 <= size <= MAX_IMAGE_SIZE):
+        raise CnnbenchError(f"{path}: image_size must be an integer in 4..{MAX_IMAGE_SIZE}; not a checkpoint "
+                            f"cnnbench writes.")
+    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+        raise CnnbenchError(f"{path}: classes must be a list of 1..{MAX_CLASSES:,} names; not a checkpoint cnnbench "
+                            f"writes.")
+    if not isinstance(ckpt.spec, dict):
+        raise CnnbenchError(f"{path}: spec must be a mapping; not a checkpoint cnnbench writes.")
+    return ckpt
 
 
 def load_training_state(path: str | Path, device: torch.device | str = "cpu") -> TrainingState:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import Sequence
 
+from cnnbench.limits import MAX_BATCH, MAX_CLASSES, MAX_IMAGE_SIZE
 from cnnbench.door import stage_main
 from cnnbench.errors import CnnbenchError
 
@@ -152,6 +154,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_in(low: int, high: int, why: str):
+    """An argparse type: an integer in low..high (`why`: the reason for the upper bound, shown when exceeded)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high} ({why}), not {value}")
+        return value
+    return parse
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line and exit 2, like every other expected error."""
 
@@ -173,9 +190,9 @@ def _add_model_source(parser: argparse.ArgumentParser, model_help: str, several:
 def _add_model_shape(parser: argparse.ArgumentParser):
     """--num-classes and --image-size: the network built from the spec; returns their group."""
     g = parser.add_argument_group("model options (MODEL, --spec, --spec-file)")
-    g.add_argument("--num-classes", type=int, default=10, metavar="K",
+    g.add_argument("--num-classes", type=_int_in(1, MAX_CLASSES, "as a checkpoint may hold"), default=10, metavar="K",
                    help="classes of the head (default: %(default)s)")
-    g.add_argument("--image-size", type=int, default=32, metavar="PX",
+    g.add_argument("--image-size", type=_int_in(4, MAX_IMAGE_SIZE, "as params.yaml allows"), default=32, metavar="PX",
                    help="side of the square input in pixels (default: %(default)s)")
     return g
 
@@ -226,12 +243,13 @@ examples:
     _add_model_source(p, "model names from params.yaml, measured side by side (or --spec, --spec-file)",
                       several=True)
     g = _add_model_shape(p)
-    g.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+    g.add_argument("--batch-size", type=_int_in(1, MAX_BATCH, "as params.yaml allows"), default=32, metavar="N",
                    help="batch of the throughput measurement, on the CPU and the GPU (default: %(default)s)")
     g = p.add_argument_group("measurement")
-    g.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--threads", type=_int_in(1, _cpus(), "the CPUs this process may use"), default=None, metavar="N",
                    help="the 'all threads' count of the CPU figures (default: every CPU this process may use)")
-    g.add_argument("--repeats", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--repeats", type=_int_in(1, 10_000, "10,000 calls resolve a median to well under 1 %"),
+                   default=None, metavar="N",
                    help="timed batch-1 calls per thread count (default: as evaluate measures, up to 60, "
                    "fewer when a busy machine makes them take over 1.5 s, never under 5)")
     g.add_argument("--device", default="auto", help="auto or cuda: the CPU, and the GPU when there is one; "
@@ -248,7 +266,7 @@ examples:
     p.add_argument("images", nargs="+", help="image files of any size and mode")
     p.add_argument("--runs-dir", default="data/runs", help="where run directories live (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image (default: %(default)s)")
+    p.add_argument("--top-k", type=_int_in(1, MAX_CLASSES, "as a checkpoint may hold"), default=5, help="classes listed per image (default: %(default)s)")
     p.set_defaults(func=_predict)
 
     for name, func, help_ in (

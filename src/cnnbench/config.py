@@ -8,18 +8,21 @@ any work starts. This module imports neither torch nor torchvision.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cnnbench.errors import ConfigError
+from cnnbench.errors import ConfigError, one_line
+from cnnbench.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PAD, MAX_PROCESSES, MAX_SEED
+from cnnbench.metric_registry import METRICS
 from cnnbench.specs import ModelSpec, parse_model_spec
-from cnnbench.validation import Validated, build, check, mapping, reject_unknown, require
+from cnnbench.validation import (REPORTS_ROOT, Validated, build, check, check_name, deep_merge, is_reports_path,
+                                 load_yaml, mapping, reject_unknown, require, shown)
 
 SOURCE_FORMATS = ("cifar10-python", "image-csv", "image-folder", "npz")
 SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",
@@ -27,6 +30,7 @@ SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "run
 AUDIT_FEATURES = ("auto", "pixels", "imagenet")
 # a_same: a negative control (an A/A pair: one recipe, two seed sets), which passes when found within noise
 CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse", "a_same")
+
 
 
 # ------------------------------------------------------------------ data
@@ -40,11 +44,19 @@ class SourceConfig(Validated):
     uri: str
     format: str
     md5: str | None = None
+    # A plain http:// download with no md5 has neither TLS nor a checksum: anyone on the path can
+    # replace it. Refused unless this says so; the fetch manifest (and so the data report) records it.
+    unverified_http: bool = False
 
     def validate(self) -> None:
         require(self.format in SOURCE_FORMATS, "format",
                  f"must be one of {', '.join(SOURCE_FORMATS)}, not {self.format!r}")
         require(bool(self.uri), "uri", "must not be empty")
+        require(self.md5 is None or re.fullmatch(r"[0-9a-fA-F]{32}", self.md5) is not None, "md5",
+                "must be 32 hexadecimal digits")
+        require(not self.uri.startswith("http://") or self.md5 is not None or self.unverified_http, "uri",
+                "is plain http:// with no md5: neither TLS nor a checksum protects the download. Use https://, "
+                "set `md5`, or set `unverified_http: true` to accept it (the data report records it)")
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,7 @@ class DatasetConfig(Validated):
     near_duplicates: NearDuplicatesConfig = field(default_factory=NearDuplicatesConfig)
 
     def validate(self) -> None:
-        require(self.image_size >= 4, "image_size", "must be >= 4")
+        require(4 <= self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be in 4..{MAX_IMAGE_SIZE}")
         for key in ("val_fraction", "test_fraction"):
             require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
         require(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
@@ -113,7 +125,7 @@ class AugmentConfig(Validated):
 
     def validate(self) -> None:
         require(self.crop in ("pad", "resized", "none"), "crop", f"must be pad, resized or none, not {self.crop!r}")
-        require(self.pad >= 0, "pad", "must be >= 0")
+        require(0 <= self.pad <= MAX_PAD, "pad", f"must be in 0..{MAX_PAD}")
         require(0.0 < self.scale_min <= 1.0, "scale_min", "must be in (0, 1]")
 
 
@@ -143,9 +155,10 @@ class TrainConfig(Validated):
     sync_batchnorm: bool = False       # under DDP on CUDA: BatchNorm statistics over the global batch
 
     def validate(self) -> None:
-        require(self.epochs > 0, "epochs", "must be > 0")
-        require(self.batch_size > 0, "batch_size", "must be > 0")
-        require(self.lr > 0, "lr", "must be > 0")
+        require(0 < self.epochs <= MAX_EPOCHS, "epochs", f"must be in 1..{MAX_EPOCHS}")
+        require(0 < self.batch_size <= MAX_BATCH, "batch_size", f"must be in 1..{MAX_BATCH}")
+        require(0 <= self.seed <= MAX_SEED, "seed", f"must be in 0..{MAX_SEED}")
+        require(0 < self.lr < math.inf, "lr", "must be a finite number > 0")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         require(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
         require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "must be in [0, 1)")
@@ -168,8 +181,8 @@ class EvaluateConfig(Validated):
     inference_cpu_batch: int = 32      # CPU throughput batch (the GPU's is batch_size)
 
     def validate(self) -> None:
-        require(self.batch_size > 0, "batch_size", "must be > 0")
-        require(self.inference_cpu_batch > 0, "inference_cpu_batch", "must be > 0")
+        require(0 < self.batch_size <= MAX_BATCH, "batch_size", f"must be in 1..{MAX_BATCH}")
+        require(0 < self.inference_cpu_batch <= MAX_BATCH, "inference_cpu_batch", f"must be in 1..{MAX_BATCH}")
 
 
 @dataclass(frozen=True)
@@ -185,8 +198,8 @@ class LaunchConfig(Validated):
     rdzv_endpoint: str | None = None   # host:port of node 0; required when nnodes > 1
 
     def validate(self) -> None:
-        require(self.nproc_per_node >= 1, "nproc_per_node", "must be >= 1")
-        require(self.nnodes >= 1, "nnodes", "must be >= 1")
+        require(1 <= self.nproc_per_node <= MAX_PROCESSES, "nproc_per_node", f"must be in 1..{MAX_PROCESSES}")
+        require(1 <= self.nnodes <= MAX_PROCESSES, "nnodes", f"must be in 1..{MAX_PROCESSES}")
         if self.nnodes > 1:
             require(bool(self.rdzv_endpoint), "rdzv_endpoint",
                      "must be host:port of node 0 when nnodes > 1 (every node rendezvouses there)")
@@ -215,7 +228,7 @@ class RunConfig(Validated):
     seeds: tuple[int, ...] = ()  # replicates; empty means the one seed `train.seed`
 
     def validate(self) -> None:
-        require(all(s >= 0 for s in self.seeds), "seeds", "must be integers >= 0")
+        require(all(0 <= s <= MAX_SEED for s in self.seeds), "seeds", f"must be integers in 0..{MAX_SEED}")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", f"must not repeat a seed: {list(self.seeds)}")
 
     @property
@@ -238,6 +251,12 @@ class SuiteConfig(Validated):
     # (every prepare and audit stage), or one file, so that the offline suite pulls in no networked stage.
     data: str = "reports/data"
 
+    def validate(self) -> None:
+        for key in ("dir", "data"):
+            require(is_reports_path(getattr(self, key)), key,
+                    f"must be {REPORTS_ROOT} or a folder under {REPORTS_ROOT}/, each part a name "
+                    f"(A-Z a-z 0-9 . _ -, starting with a letter or digit), not {shown(getattr(self, key))}")
+
 
 @dataclass(frozen=True)
 class CheckConfig(Validated):
@@ -250,6 +269,9 @@ class CheckConfig(Validated):
 
     def validate(self) -> None:
         require(len(self.metrics) > 0, "metrics", "must name at least one metric: a gate over none checks nothing")
+        for i, metric in enumerate(self.metrics):
+            require(metric in METRICS, f"metrics[{i}]", f"{shown(metric)} is not a metric the gate knows the "
+                    f"direction of; known: {', '.join(METRICS)}")
         require(math.isfinite(self.tolerance) and self.tolerance >= 0, "tolerance", "must be a number >= 0")
         for metric, tol in self.tolerances.items():
             require(metric in self.metrics, f"tolerances.{metric}",
@@ -327,11 +349,6 @@ class Params:
     def suite(self, name: str) -> SuiteConfig:
         return _lookup(self.suites, name, "suite")
 
-    def suite_runs(self, suite: str) -> dict[str, RunConfig]:
-        """The runs that report `suite` renders."""
-        self.suite(suite)
-        return {name: run for name, run in self.runs.items() if run.suite == suite}
-
     def suite_claims(self, suite: str) -> tuple[ClaimConfig, ...]:
         """The claims whose runs report `suite` renders."""
         return tuple(c for c in self.claims if self.run(c.run_a).suite == suite)
@@ -344,13 +361,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; raise ConfigError naming the first bad field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file. Run cnnbench from the project root.") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: unreadable ({err})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {one_line(err)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return parse_params(raw)
@@ -373,12 +390,15 @@ def parse_params(raw: dict) -> Params:
         _cross(run.dataset in datasets, f"runs.{name}.dataset", run.dataset, "dataset", datasets)
         _cross(run.model in models, f"runs.{name}.model", run.model, "model", models)
         _cross(run.suite in suites, f"runs.{name}.suite", run.suite, "suite", suites)
-    check = build(CheckConfig, mapping(raw.get("check") or {}, "check"), "check")
+        augment, size = run.train.augment, datasets[run.dataset].image_size
+        check(augment.crop != "pad" or augment.pad < size, f"runs.{name}.train.augment.pad",
+              f"must be smaller than datasets.{run.dataset}.image_size ({size})")
+    gate = build(CheckConfig, mapping(raw.get("check") or {}, "check"), "check")
     if suites:  # a project that only fetches and prepares declares no suite to gate
-        _cross(check.suite in suites, "check.suite", check.suite, "suite", suites)
+        _cross(gate.suite in suites, "check.suite", gate.suite, "suite", suites)
     return Params(sources=sources, datasets=datasets, models=models, train=train,
                   evaluate=build(EvaluateConfig, mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
-                  runs=runs, suites=suites, check=check,
+                  runs=runs, suites=suites, check=gate,
                   report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
                   claims=_parse_claims(raw.get("claims") or [], runs),
                   launch=build(LaunchConfig, mapping(raw.get("launch") or {}, "launch"), "launch"),
@@ -400,13 +420,8 @@ def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ..
 def _parse_run(name: str, raw: Any, where: str, train_defaults: dict) -> RunConfig:
     raw = dict(mapping(raw, where))
     overrides = mapping(raw.pop("train", None) or {}, f"{where}.train")
-    train = build(TrainConfig, _deep_merge(train_defaults, overrides), f"{where}.train")
+    train = build(TrainConfig, deep_merge(train_defaults, overrides), f"{where}.train")
     return build(RunConfig, {"name": name, "train": train, **raw}, where)
-
-
-def config_to_dict(obj: Any) -> Any:
-    """A dataclass config as plain data (for logging it next to the metrics)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
 def _table(raw: dict, section: str, parse, required: bool = True) -> dict:
@@ -415,7 +430,8 @@ def _table(raw: dict, section: str, parse, required: bool = True) -> dict:
         return {}
     check(isinstance(value, dict) and (bool(value) or not required), section,
            "must be a non-empty mapping" if required else "must be a mapping")
-    return {str(name): parse(str(name), item, f"{section}.{name}") for name, item in value.items()}
+    return {check_name(str(name), section): parse(str(name), item, f"{section}.{name}")
+            for name, item in value.items()}
 
 
 def _cross(ok: bool, where: str, value: str, kind: str, known: dict) -> None:
@@ -426,13 +442,3 @@ def _lookup(table: dict, name: str, kind: str):
     if name not in table:
         raise ConfigError(f"params: unknown {kind} {name!r}; known: {', '.join(table) or '(none)'}")
     return table[name]
-
-
-def _deep_merge(base: dict, override: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

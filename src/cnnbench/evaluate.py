@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from cnnbench.config import EvaluateConfig, RunConfig
 from cnnbench.specs import parse_model_spec
 from cnnbench.data.datasets import Normalize
 from cnnbench.data.arrays import load_prepared
-from cnnbench.data.images import decode_image
+from cnnbench.data.images import MAX_FILE_BYTES, Decoded, decode_image
 from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import remove_stale_dirs, write_json_atomic, write_text_atomic
@@ -29,6 +31,9 @@ from cnnbench.stats import wilson_interval
 # Beside metrics.json, never in it: timings are facts of the machine, not of the model, and must
 # stay out of what `dvc metrics diff` / `dvc exp diff` compare.
 INFERENCE = "inference.json"
+# `cnnbench predict` decodes and scores this many files at a time: 64 images at 224 px are 10 MB of
+# pixels, however many files the command names.
+PREDICT_BATCH = 64
 
 
 def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:
@@ -166,31 +171,45 @@ class Prediction:
 
 
 def predict_files(run_or_checkpoint: str, paths: list[str], runs_dir: str | Path, device: str = "auto",
-                  top_k: int = 5) -> list[Prediction]:
-    """Top-k classes per image file, with the run's own preprocessing; unreadable files get an error each."""
+                  top_k: int = 5, batch_size: int = PREDICT_BATCH) -> list[Prediction]:
+    """Top-k classes per image file, with the run's own preprocessing; unreadable files get an error each.
+
+    Files are decoded and scored `batch_size` at a time, so memory stays that of one batch however
+    many files are named; only regular files are read, and none larger than an image can be.
+    """
     dev = resolve_device(device)
     model, ckpt = load_model(find_checkpoint(run_or_checkpoint, runs_dir), dev)
-    results, images, where = [], [], []
-    for path in paths:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            results.append(Prediction(path, [], f"cannot read: {err.strerror or err}"))
-            continue
-        decoded = decode_image(data, ckpt.image_size)
-        if decoded.pixels is None:
-            results.append(Prediction(path, [], decoded.error))
-            continue
-        results.append(Prediction(path, []))
-        images.append(decoded.pixels)
-        where.append(len(results) - 1)
-    if images:
-        probs = predict_probs(model, np.stack(images), ckpt.mean, ckpt.std, dev)
-        k = min(top_k, probs.shape[1])
-        for row, i in zip(probs, where):
-            best = np.argsort(-row)[:k]
-            results[i].top = [(ckpt.classes[j], float(row[j])) for j in best]
+    results = [Prediction(path, []) for path in paths]
+    for start in range(0, len(results), batch_size):
+        batch = results[start:start + batch_size]
+        images, scored = [], []
+        for result in batch:
+            decoded = _decode_file(result.path, ckpt.image_size)
+            if decoded.pixels is None:
+                result.error = decoded.error
+            else:
+                images.append(decoded.pixels)
+                scored.append(result)
+        if images:
+            probs = predict_probs(model, np.stack(images), ckpt.mean, ckpt.std, dev, batch_size)
+            k = min(top_k, probs.shape[1])
+            for row, result in zip(probs, scored):
+                result.top = [(ckpt.classes[j], float(row[j])) for j in np.argsort(-row)[:k]]
     return results
+
+
+def _decode_file(path: str, size: int) -> Decoded:
+    """One file decoded as `prepare` decodes, or why not: a FIFO or a device is never opened (it may never end)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return Decoded(None, error="not a regular file (a directory, device, FIFO or socket is not read)")
+        if info.st_size > MAX_FILE_BYTES:
+            return Decoded(None, error=f"too large: {info.st_size:,} bytes (limit {MAX_FILE_BYTES:,})")
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return Decoded(None, error=f"cannot read: {err.strerror or err}")
+    return decode_image(data, size)
 
 
 def format_predictions(results: list[Prediction]) -> str:

@@ -146,3 +146,26 @@ def remove_stale_dirs(parent: str | Path, pattern: str, keep: set[str]) -> None:
     for child in sorted(parent.glob(pattern)) if parent.is_dir() else []:
         if child.is_dir() and child.name not in keep:
             shutil.rmtree(child)
+
+
+@contextmanager
+def exclusive_lock(directory: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (created if missing) for the block, or fail at once.
+
+    flock on the directory itself, so no lock file joins a DVC output; the kernel releases it when
+    the holder exits, however it exits, so a killed writer never leaves a stale lock behind.
+    """
+    import fcntl
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CnnbenchError(f"{directory}: another {what} is already running on it (it holds its lock); wait "
+                                f"for it to end or stop it, then run again.") from None
+        yield
+    finally:
+        os.close(fd)

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnbench.errors import ConfigError
+from cnnbench.limits import MAX_BLOCKS, MAX_CHANNELS, MAX_KERNEL, MAX_STRIDE, MAX_WIDTH_MULT
 from cnnbench.validation import Validated, build, mapping, require
+
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,10 @@ class StemSpec(Validated):
     pool: bool
 
     def validate(self) -> None:
-        require(self.kernel > 0 and self.kernel % 2 == 1, "kernel", f"must be a positive odd integer, not {self.kernel}")
-        _require_positive_list(self.widths, "widths")
-        _require_positive_list(self.strides, "strides")
+        require(0 < self.kernel <= MAX_KERNEL and self.kernel % 2 == 1, "kernel",
+                f"must be an odd integer in 1..{MAX_KERNEL}, not {self.kernel}")
+        _require_positive_list(self.widths, "widths", MAX_CHANNELS)
+        _require_positive_list(self.strides, "strides", MAX_STRIDE)
         require(len(self.strides) == len(self.widths), "strides",
                  f"must have one entry per stem conv ({len(self.widths)}, as widths), not {len(self.strides)}")
 
@@ -46,8 +49,8 @@ class ResNetSpec(Validated):
 
     def validate(self) -> None:
         require(self.block in ("basic", "bottleneck"), "block", f"must be one of basic, bottleneck, not {self.block!r}")
-        for key in ("depths", "widths", "strides"):
-            _require_positive_list(getattr(self, key), key)
+        for key, most in (("depths", MAX_BLOCKS), ("widths", MAX_CHANNELS), ("strides", MAX_STRIDE)):
+            _require_positive_list(getattr(self, key), key, most)
         for key in ("widths", "strides"):
             n = len(getattr(self, key))
             require(n == len(self.depths), key, f"must have one entry per stage ({len(self.depths)}, as depths), not {n}")
@@ -66,13 +69,15 @@ class MobileNetV2Spec(Validated):
     family: str = field(default="mobilenet_v2", init=False)
 
     def validate(self) -> None:
-        require(self.width_mult > 0, "width_mult", f"must be > 0, not {self.width_mult}")
-        require(self.stem_stride > 0, "stem_stride", f"must be > 0, not {self.stem_stride}")
-        require(len(self.setting) > 0, "setting", "must be a non-empty list of [t, c, n, s] rows")
+        require(0 < self.width_mult <= MAX_WIDTH_MULT, "width_mult", f"must be in (0, {MAX_WIDTH_MULT}]")
+        require(0 < self.stem_stride <= MAX_STRIDE, "stem_stride", f"must be in 1..{MAX_STRIDE}")
+        require(0 < len(self.setting) <= MAX_BLOCKS, "setting", f"must be a list of 1..{MAX_BLOCKS} [t, c, n, s] rows")
         for i, row in enumerate(self.setting):
             # torchvision's InvertedResidual only implements strides 1 and 2.
-            require(all(v > 0 for v in row) and row[3] in (1, 2), f"setting[{i}]",
-                     f"must be [t, c, n, s]: positive integers, s 1 or 2, not {list(row)}")
+            t, c, n, s = row
+            require(0 < t <= 64 and 0 < c <= MAX_CHANNELS and 0 < n <= MAX_BLOCKS and s in (1, 2), f"setting[{i}]",
+                    f"must be [t, c, n, s]: t in 1..64, c in 1..{MAX_CHANNELS}, n in 1..{MAX_BLOCKS}, s 1 or 2, "
+                    f"not {list(row)}")
         require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), not {self.dropout}")
 
 
@@ -96,5 +101,6 @@ def spec_to_dict(spec: ModelSpec) -> dict:
     return dataclasses.asdict(spec)
 
 
-def _require_positive_list(value: tuple, key: str) -> None:
-    require(len(value) > 0 and all(v > 0 for v in value), key, "must be a non-empty list of positive integers")
+def _require_positive_list(value: tuple, key: str, most: int) -> None:
+    require(0 < len(value) <= MAX_BLOCKS and all(0 < v <= most for v in value), key,
+            f"must be a list of 1..{MAX_BLOCKS} integers in 1..{most}")

@@ -7,13 +7,44 @@ names the failing field by its full path: `params: runs.x.train.epochs: must be 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import re
+import reprlib
 import types
 import typing
 from typing import Any
 
+import yaml
+
 from cnnbench.errors import ConfigError
+
+# Names of sources, datasets, models, runs and suites become DVC stage names, folder names and
+# command-line arguments: letters, digits, '.', '_' and '-', starting with a letter or digit (so
+# never '..', never an option such as '-x', never a shell metacharacter).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "a name is 1-100 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+# Suite outputs stay under reports/ (the report overwrites README.md and figures/ in its `dir`), in
+# such names: no absolute path, no '..', no shell metacharacter.
+REPORTS_ROOT = "reports"
+_REPORTS_PATH = re.compile(rf"{REPORTS_ROOT}(/{NAME_PATTERN.pattern})*")
+
+# Error messages quote at most this much of a value: a huge or deeply shared value costs nothing to report.
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = 60, 60, 4, 4, 2
+
+
+def shown(value: Any) -> str:
+    """A bounded repr of `value` for an error message."""
+    return _short.repr(value)
+
+
+def check_name(name: Any, where: str) -> str:
+    """`name` when it is a safe identifier (NAME_RULE), else a ConfigError naming `where`."""
+    if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+        raise ConfigError(f"params: {where}: {shown(name)} is not a valid name ({NAME_RULE})")
+    return name
 
 
 class Invalid(ConfigError):
@@ -38,6 +69,27 @@ class Validated:
 
     def validate(self) -> None:
         """Raise Invalid(field, message) for a value this block cannot use."""
+
+
+def is_reports_path(path: str) -> bool:
+    """Whether `path` is reports/ or a folder under it, every part a name (NAME_RULE)."""
+    return _REPORTS_PATH.fullmatch(path) is not None
+
+
+def load_yaml(text: str):
+    """YAML data from `text`, read with the safe loader and no aliases (yaml.YAMLError when it has one)."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (`*name`): params.yaml has none (it is in the form `dvc exp run -S`
+    writes), and nested aliases expand a 1 KB file into gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in params.yaml",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def build(cls, data: dict, where: str):
@@ -70,7 +122,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else build(hint, mapping(value, where), where)
     if origin is tuple:
-        check(isinstance(value, (list, tuple)), where, f"must be a list, not {value!r}")
+        if not isinstance(value, (list, tuple)):
+            fail(where, f"must be a list, not {shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         check(len(value) == len(args), where, f"must have {len(args)} entries, not {len(value)}")
@@ -79,15 +132,18 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         return {coerce(k, args[0], where): coerce(v, args[1], f"{where}.{k}")
                 for k, v in mapping(value, where).items()}
     if hint is bool:
-        check(isinstance(value, bool), where, f"must be true or false, not {value!r}")
+        if not isinstance(value, bool):
+            fail(where, f"must be true or false, not {shown(value)}")
     elif hint is int:
-        check(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, not {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(where, f"must be an integer, not {shown(value)}")
     elif hint is float:
-        check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
-               f"must be a number, not {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            fail(where, f"must be a number, not {shown(value)}")
         return float(value)
     elif hint is str:
-        check(isinstance(value, str), where, f"must be a string, not {value!r}")
+        if not isinstance(value, str):
+            fail(where, f"must be a string, not {shown(value)}")
     return value
 
 
@@ -108,7 +164,23 @@ def check(ok: bool, where: str, message: str) -> None:
         raise ConfigError(f"params: {where}: {message}")
 
 
+def fail(where: str, message: str) -> None:
+    """Raise ConfigError naming `where` (build the message only when failing: see `shown`)."""
+    raise ConfigError(f"params: {where}: {message}")
+
+
 def mapping(value: Any, where: str) -> dict:
     """`value` when it is a mapping, else a ConfigError naming `where`."""
     check(isinstance(value, dict), where, f"must be a mapping, not {type(value).__name__}")
     return value
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override` merged in, recursively for nested mappings (a run's train overrides)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -11,9 +11,11 @@ import errno
 import hashlib
 import http.client
 import json
+import os
 import posixpath
 import shutil
 import socket
+import stat
 import sys
 import urllib.error
 import urllib.parse
@@ -37,6 +39,11 @@ _NETWORK_ERROR_TYPES = ("requests.exceptions.ConnectionError", "requests.excepti
 _NETWORK_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, socket.EAI_NONAME, socket.EAI_AGAIN}
 # Seconds a connection may stay silent before the download fails (not a limit on the whole download).
 URL_TIMEOUT_S = 60
+# A fetched zip is refused before it is read when its central directory is not that of a dataset: more
+# members than any image set here needs (the butterflies have 13,594; 1 M is 70x that), or more bytes
+# declared uncompressed than 64 GiB (the butterflies are about 0.5 GB, ImageNet's train set 140 GB).
+MAX_ZIP_MEMBERS = 1_000_000
+MAX_ZIP_BYTES = 64 << 30
 
 
 def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
@@ -50,8 +57,11 @@ def fetch_source(source: SourceConfig, out_dir: str | Path) -> Path:
             path, extra = _fetch_kaggle(uri.split(":", 1)[1], tmp)
         elif uri.startswith(("http://", "https://")):
             path, extra = _fetch_url(uri, tmp, source.md5), {}
+            if source.md5 is None:  # config allows this only with unverified_http (plain http) or over https
+                extra["unverified"] = "no md5: the download's content is not checked" + (
+                    " and it came over plain http (no TLS)" if uri.startswith("http://") else "")
         else:
-            path, extra = _fetch_local(Path(uri).expanduser(), tmp), {}
+            path, extra = _fetch_local(Path(uri).expanduser(), tmp)
         if source.md5 and not uri.startswith(("http://", "https://")):
             _verify_md5(path, source.md5, uri)
         # Whatever the uri, a zip is tested before it is kept: an HTML error page saved as x.zip fails here.
@@ -209,35 +219,88 @@ def _network_failure(err: BaseException) -> BaseException | None:
     return found
 
 
-def _fetch_local(path: Path, tmp: Path) -> Path:
+def _fetch_local(path: Path, tmp: Path) -> tuple[Path, dict]:
+    """A local file copied, or a local directory zipped; what a directory holds that is not read is listed."""
     if not path.exists():
         raise FetchError(
             f"{path}: no such file or directory. Set the source's `uri` to an existing .zip or directory, "
             f"an http(s) URL, or kaggle:<owner>/<slug>."
         )
     if path.is_dir():
-        # A directory is zipped (stored, not compressed: JPEGs do not shrink) so the output is one file.
-        out = tmp / "archive.zip"
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                zf.write(file, file.relative_to(path).as_posix())
-        return out
+        outputs = Path("data").resolve()
+        if outputs == path.resolve() or path.resolve() in outputs.parents:
+            raise FetchError(f"{path}: holds the pipeline's own outputs (data/): a source must be a folder of its "
+                             f"own, or fetch would read what it writes.")
+        return _zip_directory(path, tmp / "archive.zip")
+    if not path.is_file():
+        raise FetchError(f"{path}: not a regular file or a directory (a device, a FIFO or a socket is never read "
+                         f"as a source).")
     out = tmp / path.name
     shutil.copyfile(path, out)
-    return out
+    return out, {}
+
+
+def _zip_directory(root: Path, out: Path) -> tuple[Path, dict]:
+    """`root` as one stored zip (JPEGs do not shrink), regular files only: symbolic links are never followed
+    (a link could point anywhere, /etc/passwd included) and special files never read; each is listed."""
+    skipped = []
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for folder, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(dirnames + filenames):
+                entry = Path(folder) / name
+                rel = entry.relative_to(root).as_posix()
+                mode = entry.lstat().st_mode
+                if stat.S_ISLNK(mode):
+                    skipped.append({"id": rel, "reason": "symbolic link: not followed"})
+                elif stat.S_ISREG(mode):
+                    zf.write(entry, rel)
+                elif not stat.S_ISDIR(mode):
+                    skipped.append({"id": rel, "reason": "special file (device, FIFO or socket): not read"})
+    return out, {"skipped": skipped} if skipped else {}
 
 
 # ------------------------------------------------------------------ helpers
 
 
 def _check_zip(path: Path, what: str) -> None:
+    """A zip whose central directory is that of a dataset, and whose members all read back with their CRC."""
     try:
         with zipfile.ZipFile(path) as zf:
+            check_zip_directory(zf.infolist(), what)
             bad = zf.testzip()
     except zipfile.BadZipFile:
         raise FetchError(f"{what}: not a valid zip archive (truncated or not a zip). Nothing was kept.") from None
     if bad is not None:
         raise FetchError(f"{what}: the zip is corrupt (first bad member: {bad}). Nothing was kept.")
+
+
+def check_zip_directory(infos: list[zipfile.ZipInfo], what: str) -> None:
+    """Refuse, before any member is read, a central directory no dataset has: too many members or bytes,
+    a name twice, or members whose data overlap (how a few KB of zip expand into a hang or gigabytes)."""
+    refuse = f"{what}: refused before reading it: "
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise FetchError(f"{refuse}{len(infos):,} members, more than the limit of {MAX_ZIP_MEMBERS:,}.")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ZIP_BYTES:
+        raise FetchError(f"{refuse}its members declare {total:,} bytes uncompressed, more than the limit of "
+                         f"{MAX_ZIP_BYTES:,}.")
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise FetchError(f"{refuse}the member name {twice!r} appears twice.")
+    # A member's data end at least at its local header (30 bytes and the name) plus its compressed size.
+    spans = sorted((i.header_offset, i.header_offset + 30 + len(_stored_name(i)) + i.compress_size, i.filename)
+                   for i in infos)
+    for (_, end, name), (start, _, following) in zip(spans, spans[1:]):
+        if start < end:
+            raise FetchError(f"{refuse}members {name!r} and {following!r} overlap (a zip bomb's layout).")
+
+
+
+def _stored_name(info: zipfile.ZipInfo) -> bytes:
+    """The member name as the archive stores it: UTF-8 when flagged so, else code page 437."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
 
 
 def _verify_md5(path: Path, expected: str, what: str) -> None:

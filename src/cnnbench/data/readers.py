@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from cnnbench.data.fetch import MANIFEST, read_manifest
-from cnnbench.errors import DataError, one_line
+from cnnbench.data.fetch import MANIFEST, check_zip_directory, read_manifest
+from cnnbench.errors import CnnbenchError, DataError, one_line
 
 # Files that operating systems and archivers leave behind; reported as junk, never decoded.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -24,6 +24,8 @@ CSV_COLUMNS = ("filepaths", "labels", "data set")
 # What torchvision's ImageFolder accepts as images; any other file in a class folder is reported as skipped.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
+# The Kaggle CSV lists 13,594 images in about 1 MB; one of 64 MB would list millions (and is read whole).
+MAX_CSV_BYTES = 64 << 20
 
 
 @dataclass
@@ -57,10 +59,14 @@ def read_source(raw_dir: Path) -> SourceData:
         raise DataError(f"{raw_dir / MANIFEST}: unknown format {fmt!r} (known: {', '.join(readers)}); "
                         f"re-run its fetch stage.")
     try:
-        return readers[fmt](path)
+        data = readers[fmt](path)
     except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, csv.Error, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot be read as {fmt}: {one_line(err)}. Check the source's `format` in "
                         f"params.yaml, or re-run its fetch stage.") from None
+    # What fetch left out of a directory source (links, special files) is reported with the rest.
+    data.skipped += [{"split": "", "label": "", **entry} for entry in manifest.get("skipped", [])
+                     if isinstance(entry, dict)]
+    return data
 
 
 # ------------------------------------------------------------------ CIFAR-10 python batches
@@ -155,7 +161,12 @@ def _cifar_batch(batch: object, num_classes: int, where: str) -> tuple[np.ndarra
 
 
 def _class_indices(labels: object, count: int, num_classes: int, where: str) -> np.ndarray:
-    """`labels` as an integer array, or a DataError unless they are `count` indices into the classes."""
+    """`labels` as an integer array, or a DataError unless they are `count` indices into the classes.
+
+    A list is checked item by item before numpy sees it: nested lists that share their items unpickle
+    from a few hundred bytes, and numpy would expand them into gigabytes."""
+    if isinstance(labels, (list, tuple)) and (len(labels) != count or not all(type(v) is int for v in labels)):
+        labels = None
     try:
         array = np.asarray(labels if isinstance(labels, (list, tuple, np.ndarray)) else None)
     except ValueError:  # ragged nested lists
@@ -193,10 +204,13 @@ def read_image_csv(path: Path) -> SourceData:
     The CSV is the source of truth for labels and splits. Rows whose file is missing and files the
     CSV does not list (junk such as .DS_Store included) are reported as skipped.
     """
-    with zipfile.ZipFile(path) as zf:
+    with _open_zip(path) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
         csv_name = _find_csv(zf, names, path)
         base = posixpath.dirname(csv_name)
+        if zf.getinfo(csv_name).file_size > MAX_CSV_BYTES:
+            raise DataError(f"{path}: {csv_name} declares {zf.getinfo(csv_name).file_size:,} bytes, more than the "
+                            f"limit of {MAX_CSV_BYTES:,} for an image list; refused before reading it.")
         reader = csv.DictReader(io.StringIO(zf.read(csv_name).decode("utf-8-sig")))
         # _find_csv matches the columns ignoring case and spaces; read them the same way.
         reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or []]
@@ -230,9 +244,21 @@ def read_image_csv(path: Path) -> SourceData:
                       skipped=skipped)
 
 
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The zip at `path`, its central directory checked as fetch checks it (it may come from a DVC remote)."""
+    zf = zipfile.ZipFile(path)
+    try:
+        check_zip_directory(zf.infolist(), str(path))
+    except CnnbenchError as err:
+        zf.close()
+        raise DataError(str(err)) from None
+    return zf
+
+
 def _find_csv(zf: zipfile.ZipFile, names: list[str], path: Path) -> str:
     for name in sorted((n for n in names if n.lower().endswith(".csv")), key=len):
-        head = zf.read(name)[:4096].decode("utf-8-sig", "replace")
+        with zf.open(name) as fh:  # the header only: a CSV is read whole once it is found and its size checked
+            head = fh.read(4096).decode("utf-8-sig", "replace")
         header = next(csv.reader(io.StringIO(head)), [])  # an empty CSV has no header at all
         if all(col in [c.strip().lower() for c in header] for col in CSV_COLUMNS):
             return name
@@ -246,7 +272,7 @@ def read_image_folder(path: Path) -> SourceData:
     The folder names are the labels, sorted as ImageFolder sorts them. One enclosing folder around the
     whole tree (a zipped `mydata/`) is looked through. Files elsewhere, junk and non-images are skipped.
     """
-    with zipfile.ZipFile(path) as zf:
+    with _open_zip(path) as zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
     names = [i.filename for i in infos]
     sizes = {i.filename: i.file_size for i in infos}

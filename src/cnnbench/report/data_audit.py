@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from cnnbench.files import read_json_object
+from cnnbench.report.tables import md_text
 
 NOISIEST_SHOWN = 5
 CONFUSED_SHOWN = 3
@@ -29,11 +30,12 @@ def audit_section(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[s
               f"proven errors.", ""]
     if audit["highlight"]["sentence"]:
         lines += [audit["highlight"]["sentence"], ""]
-    noisiest = ", ".join(f"{row['class']} ({row['label_quality']:.3f})"
+    noisiest = ", ".join(f"{md_text(row['class'])} ({row['label_quality']:.3f})"
                          for row in audit["class_ranking"][:NOISIEST_SHOWN])
     lines += [f"Noisiest classes by label quality (0-1, higher is cleaner): {noisiest}.", ""]
     if audit["confused_pairs"]:
-        pairs = "; ".join(f"{a} / {b} ({p['overlapping_images']} image{'s' if p['overlapping_images'] != 1 else ''})"
+        pairs = "; ".join(f"{md_text(a)} / {md_text(b)} ({p['overlapping_images']} "
+                          f"image{'s' if p['overlapping_images'] != 1 else ''})"
                           for p in audit["confused_pairs"][:CONFUSED_SHOWN] for a, b in [p["classes"]])
         lines += [f"Classes most often confused with each other: {pairs}.", ""]
     for caption, suffix in (("Classes ranked by label quality", "class_ranking"),

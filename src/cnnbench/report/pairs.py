@@ -24,7 +24,7 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.plotting import save_figure
 from cnnbench.report.compare import Comparisons, difference_words, pair_row, plot_differences
 from cnnbench.report.runs import RunsData
-from cnnbench.report.tables import accuracy_cell, figure_markdown, points, short_run_name
+from cnnbench.report.tables import accuracy_cell, figure_markdown, md_text, points, short_run_name
 from cnnbench.stats import GREATER, LESS, UNDECIDED, accuracy_interval, holm
 
 # What must match for two datasets to hold the same images: all but the classes each drops.
@@ -243,7 +243,7 @@ def pairs_section(pairs: list[DatasetPair], data: RunsData, book: Comparisons, f
     lines = ["## Effect of dropping classes", ""]
     fair = []
     for pair in pairs:
-        dropped = f"{len(pair.dropped)} classes dropped: {', '.join(pair.dropped)}"
+        dropped = f"{len(pair.dropped)} classes dropped: {', '.join(md_text(c) for c in pair.dropped)}"
         lines += [f"`{pair.reduced}` is `{pair.full}` without some classes ({dropped}); same runs otherwise.", ""]
         settings = fair_settings(pair, data, book)
         if settings:

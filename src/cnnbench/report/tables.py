@@ -8,6 +8,7 @@ from the predictions by compare.recipe_intervals) and standard deviations over s
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -17,6 +18,16 @@ from cnnbench.report.runs import as_number, metric_columns
 # cuda_max_allocated: runs trained before that, whose peak held the dataset and evaluation too.
 MEM_KIND = {"cuda_train_max_allocated": "GPU training", "cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
 MINUS = "\u2212"  # a typographic minus: "−0.4" reads as a number, "-0.4" can read as a dash
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#|!<>&~])")
+
+
+def md_text(text: object) -> str:
+    """A string from the data (a class or file name) as literal Markdown text: on one line, with every
+    character that Markdown or HTML would interpret escaped, so a name can neither format nor inject."""
+    one_line = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(lambda m: {"<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(m[1], "\\" + m[1]), one_line)
 
 
 def group_replicates(runs: pd.DataFrame) -> pd.DataFrame:
