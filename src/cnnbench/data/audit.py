@@ -91,7 +91,9 @@ def cleaning_summary(data_report: dict) -> dict:
             "near_duplicate_pairs": len(near.get("pairs", [])), "cross_split_pairs": near.get("cross_split", 0),
             "train_copies_removed": near.get("removed", 0),
             "label_conflicts": len(near.get("label_conflicts", [])),
-            "near_duplicate_max_distance": near.get("max_distance")}
+            "near_duplicate_max_distance": near.get("max_distance"),
+            "decoded_as_viewer": {key: sum(per_split.values()) if isinstance(per_split, dict) else per_split
+                                  for key, per_split in data_report.get("decoded_as_viewer", {}).items()}}
 
 
 def audit_dataset(name: str, data: PreparedData, cfg: AuditConfig, highlight: tuple[str, ...] = (),

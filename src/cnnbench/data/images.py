@@ -1,7 +1,10 @@
-"""Decoding one image, from any source, to RGB at a fixed size, within memory limits.
+"""Decoding one image, from any source, to RGB at a fixed size, within memory limits, as a viewer shows it.
 
 Shared by `prepare` (every image of a dataset) and `cnnbench predict` (any file a user hands over):
 a file is decoded whole or refused with a short, stable reason, never a crash and never gigabytes.
+What a viewer does and a plain `convert("RGB")`
+does not is done here (see as_viewer_rgb): EXIF orientation, transparency on a white background,
+16-bit and float samples scaled to 8 bits.
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # hundred pixels a side and camera photos are 12-50 MP: 64 MP refuses only what no dataset for this tool
 # needs. It is checked from the header, before decoding. At the limit one decode holds 4 bytes a pixel
 # decoded, then 2 x 3 as RGB (the conversion and its hashed copy): a 64 MP RGBA PNG peaks at 650 MB,
-# plus the file itself; a typical photo needs a few MB.
+# plus the file itself (about 100 MB more when transparent pixels are composited, and a 64 MP 16-bit
+# or float image about as much again while rescaled as float32); a typical photo needs a few MB.
 MAX_IMAGE_PIXELS = 64_000_000
 # No image within the pixel limit is larger encoded than raw RGBA; a zip member declaring more is refused
 # before it is read (read whole, a zip-bomb member would take gigabytes).
 MAX_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
+
+
+# Transparent pixels are shown over white, as browsers and most viewers show a PNG on a page: what
+# hides under alpha 0 (often the colour of a removed background) never reaches the network.
+BACKGROUND = (255, 255, 255)
+# Samples wider than 8 bits: 16-bit integer, 32-bit integer, 32-bit float (Pillow's modes).
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 @dataclass
@@ -33,6 +44,9 @@ class Decoded:
     mode: str = ""             # the original PIL mode (CMYK, L, P, ...), reported when converted
     error: str = ""
     hashes: object = None      # what decode_image's `hasher` returned for the full-size image, if given
+    oriented: bool = False     # turned upright by its EXIF Orientation tag
+    composited: bool = False   # had transparent pixels, composited on BACKGROUND
+    rescaled: bool = False     # 16-bit or float samples scaled to 8 bits (see to_8_bits)
 
 
 def decode_image(data: bytes | np.ndarray, size: int, hasher: Callable[[Image.Image], object] | None = None) -> Decoded:
@@ -60,7 +74,7 @@ def decode_image(data: bytes | np.ndarray, size: int, hasher: Callable[[Image.Im
             return Decoded(None, error=f"undecodable: {type(err).__name__}: {err}")
     mode = image.mode
     try:
-        rgb = image if mode == "RGB" else image.convert("RGB")
+        rgb, seen = as_viewer_rgb(image)
     except Exception as err:  # modes without an RGB conversion
         return Decoded(None, error=f"undecodable: cannot convert mode {mode} to RGB: {err}")
     del image  # the decoded original (up to 4 bytes a pixel) is not needed past the conversion
@@ -71,7 +85,63 @@ def decode_image(data: bytes | np.ndarray, size: int, hasher: Callable[[Image.Im
     if rgb.size != (size, size):
         # Centre-crop to square, then resize: keeps the aspect ratio of non-square images.
         pixels = np.asarray(ImageOps.fit(rgb, (size, size), Image.BILINEAR), dtype=np.uint8)
-    return Decoded(pixels, digest.hexdigest(), mode, hashes=hashes)
+    return Decoded(pixels, digest.hexdigest(), mode, hashes=hashes, **seen)
+
+
+def as_viewer_rgb(image: Image.Image) -> tuple[Image.Image, dict[str, bool]]:
+    """`image` in RGB as a viewer shows it, and which of the three fixes it needed (Decoded's flags).
+
+    Upright by its EXIF orientation; 16-bit and float samples scaled to 8 bits (to_8_bits);
+    transparency composited on BACKGROUND. Anything else is Pillow's own conversion (CMYK, L, P...).
+    """
+    oriented = _exif_orientation(image) not in (0, 1)
+    if oriented:
+        image = ImageOps.exif_transpose(image)
+    rescaled = image.mode in WIDE_MODES
+    if rescaled:
+        image = to_8_bits(image)
+    composited = False
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        image = image if image.mode == "RGBA" else image.convert("RGBA")
+        composited = image.getchannel("A").getextrema()[0] < 255  # an opaque alpha changes nothing
+        if composited:
+            flat = Image.new("RGB", image.size, BACKGROUND)
+            flat.paste(image, (0, 0), image)  # alpha-blends: a*pixel + (1 - a)*background
+            image = flat
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return rgb, {"oriented": oriented, "composited": composited, "rescaled": rescaled}
+
+
+def to_8_bits(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit L, scaled as viewers scale it.
+
+    Samples are mapped linearly from their type's range when they fit it, as viewers show a 16-bit
+    PNG or TIFF (0..65535) and a float image ([0, 1]): a dark image stays dark, a mid-grey one mid-grey.
+    Samples outside it (a 32-bit count image, floats in physical units) have no conventional range,
+    so the image's own min..max is used, as scientific viewers do. NaN and infinities show black.
+    """
+    values = np.asarray(image).astype(np.float32)
+    finite = np.isfinite(values)
+    values[~finite] = 0.0
+    shown = values[finite] if not finite.all() else values
+    low, high = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 0.0)
+    nominal = (0.0, 1.0) if image.mode == "F" else (0.0, 65535.0)
+    if low < nominal[0] or high > nominal[1]:
+        nominal = (low, high if high > low else low + 1.0)
+    values -= nominal[0]  # in place throughout: a 64 MP image is 256 MB as float32
+    values *= 255.0 / (nominal[1] - nominal[0])
+    values[~finite] = 0.0  # black, whatever the offset did to them
+    np.clip(np.rint(values, out=values), 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8), "L")
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation tag (1..8; 1 is upright), 0 when absent or unreadable (viewers ignore it then)."""
+    try:
+        value = image.getexif().get(0x0112, 0)
+    except Exception:  # damaged EXIF blocks raise many types; the pixels are still good
+        return 0
+    return value if isinstance(value, int) and 1 <= value <= 8 else 0
 
 
 class _TooLarge(Exception):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from cnnbench.config import ConfigError, DatasetConfig
 from cnnbench.data.readers import Item, SourceData, read_source
 from cnnbench.data.arrays import SPLITS, Prepared
-from cnnbench.data.images import MAX_FILE_BYTES, Decoded, decode_image
+from cnnbench.data.images import BACKGROUND, MAX_FILE_BYTES, Decoded, decode_image
 from cnnbench.data.near_duplicates import find_near_pairs, phash_pair
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import write_json_atomic
@@ -200,8 +200,8 @@ def prepare_dataset(cfg: DatasetConfig, raw_dir: str | Path, workers: int | None
         prepared.x[split] = np.stack([good[i][1].pixels for i in index]) if len(index) else empty
         prepared.y[split] = labels[index]
         prepared.ids[split] = [good[i][0].id for i in index]
-    converted = Counter(d.mode for _, d in good if d.mode not in ("RGB",))
-    prepared.report = _data_report(cfg, source, prepared, dropped, dropped_classes, dict(converted))
+    prepared.report = _data_report(cfg, source, prepared, dropped, dropped_classes,
+                                   decoding_counts([d for _, d in good], splits))
     if pairs:  # absent when none is found, so a clean dataset's report is unchanged
         for p in pairs:
             del p["index"]
@@ -250,7 +250,23 @@ def _drop(item: Item, reason: str, split: str | None = None) -> dict:
     return {"id": item.id, "split": split or item.split, "label": item.label, "reason": reason}
 
 
-def _data_report(cfg, source, prepared: Prepared, dropped, dropped_classes, converted) -> dict:
+# Decoded's flags -> the data report's names for them (README: Data).
+VIEWER_FIXES = {"oriented": "rotated_by_exif", "composited": "composited_on_background",
+                "rescaled": "rescaled_to_8_bits"}
+
+
+def decoding_counts(decoded: list[Decoded], splits: np.ndarray) -> dict:
+    """What decoding changed in the kept images: original modes converted to RGB, and per final split
+    how many were turned upright by EXIF, composited on the background, rescaled to 8 bits."""
+    viewer: dict = {"background_rgb": list(BACKGROUND)}
+    for flag, key in VIEWER_FIXES.items():
+        viewer[key] = {split: sum(bool(getattr(d, flag)) for d, s in zip(decoded, splits) if s == split)
+                       for split in SPLITS}
+    return {"converted_to_rgb": dict(Counter(d.mode for d in decoded if d.mode != "RGB")),
+            "decoded_as_viewer": viewer}
+
+
+def _data_report(cfg, source, prepared: Prepared, dropped, dropped_classes, decoding: dict) -> dict:
     counts = {}
     for split in SPLITS:
         per_class = np.bincount(prepared.y[split], minlength=len(prepared.classes))
@@ -264,7 +280,7 @@ def _data_report(cfg, source, prepared: Prepared, dropped, dropped_classes, conv
         "num_classes": len(prepared.classes),
         "counts": counts,
         "dropped_classes": dropped_classes,
-        "converted_to_rgb": converted,
+        **decoding,
         "dropped_by_reason": dict(sorted(reasons.items())),
         "dropped": sorted(dropped, key=lambda e: (e["reason"], e["id"])),
     }

@@ -67,4 +67,11 @@ def _cleaning_sentence(cleaning: dict) -> str:
                  f"{cleaning['label_conflicts']:,} label conflicts.")
     else:
         text += " No near-duplicate pair was found."
+    viewer = cleaning.get("decoded_as_viewer", {})
+    counts = [viewer.get(key, 0) for key in ("rotated_by_exif", "composited_on_background", "rescaled_to_8_bits")]
+    if any(counts):  # absent or all zero for array sources (digits, CIFAR-10)
+        background = "RGB ({})".format(", ".join(map(str, viewer.get("background_rgb", []))))
+        text += (f" Decoded as a viewer shows them: {counts[0]:,} turned upright by its EXIF orientation, "
+                 f"{counts[1]:,} with transparency composited on {background}, {counts[2]:,} with 16-bit or "
+                 f"float samples rescaled to 8 bits.")
     return text
