@@ -1,4 +1,5 @@
-"""Decoding as a viewer shows an image: EXIF orientation, transparency, 16-bit and float samples.
+"""Decoding as a viewer shows an image (EXIF orientation, transparency, 16-bit and float samples), and
+only raster formats opened (an EPS named photo.jpg is refused, never handed to Ghostscript).
 
 Every case is a real file written by Pillow in its real format, decoded by the function prepare and
 `cnnbench predict` use; the assertions are the pixels a viewer would show, worked out by hand.
@@ -7,11 +8,12 @@ Every case is a real file written by Pillow in its real format, decoded by the f
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import blob_image, jpeg_bytes
-from PIL import Image
+from fixtures import KAGGLE_CLASSES, blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, zip_tree
+from PIL import EpsImagePlugin, Image
 
 from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.data.audit import cleaning_summary
@@ -187,3 +189,68 @@ def test_array_sources_report_zero_and_the_sentence_stays_out():
     summary = cleaning_summary({"decoded_as_viewer": {"background_rgb": [255, 255, 255],
                                                       "rotated_by_exif": {"train": 0, "val": 0, "test": 0}}})
     assert "Decoded as a viewer" not in _cleaning_sentence(summary)
+
+
+# ------------------------------------------------------------------ raster formats only
+
+# A real, minimal EPS: Pillow's EPS plugin opens it, and would render it by running Ghostscript on it.
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+       b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n")
+EPS_REASON = "not a raster image: a PostScript (EPS) file; only JPEG, PNG, GIF, BMP, TIFF, WEBP, PPM are opened"
+
+
+@pytest.fixture
+def ghostscript_calls(monkeypatch) -> list:
+    """Every call Pillow makes to Ghostscript in this process, recorded instead of run."""
+    calls: list = []
+
+    def record(tile, size, fp, scale=1, transparency=False):
+        calls.append(size)
+        return Image.new("RGB", size).im
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", record)
+    return calls
+
+
+def test_the_eps_fixture_is_one_pillow_would_hand_to_ghostscript(ghostscript_calls):
+    image = Image.open(io.BytesIO(EPS))  # no allow-list: Pillow goes by the content
+    assert image.format == "EPS"
+    image.load()
+    assert ghostscript_calls == [(16, 16)]
+
+
+@pytest.mark.parametrize("data, kind", [(EPS, "PostScript (EPS)"), (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "PDF")])
+def test_a_non_raster_file_is_refused_with_one_line_and_never_rendered(ghostscript_calls, data, kind):
+    decoded = decode_image(data, 16)
+    assert decoded.pixels is None
+    assert decoded.error.startswith(f"not a raster image: a {kind} file; only JPEG, PNG")
+    assert "\n" not in decoded.error and ghostscript_calls == []
+
+
+def prepared_report(tmp_path: Path, uri: Path, fmt: str) -> dict:
+    fetch_source(SourceConfig(name="src", uri=str(uri), format=fmt), tmp_path / "raw")
+    cfg = DatasetConfig(name="src", source="src", image_size=16, val_fraction=0.0)
+    return prepare_dataset(cfg, tmp_path / "raw", workers=1).report  # one process: the recorder sees every decode
+
+
+def test_an_eps_named_jpg_in_an_image_folder_source_is_dropped_with_its_reason(tmp_path, ghostscript_calls):
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "tree" / label / f"{i}.jpg").write_bytes(jpeg_bytes(blob_image(rng, 32, 32)))
+    (tmp_path / "tree" / "cat" / "photo.jpg").write_bytes(EPS)
+    report = prepared_report(tmp_path, tmp_path / "tree", "image-folder")
+    assert [(d["id"], d["reason"][:len(EPS_REASON)]) for d in report["dropped"]] == [("cat/photo.jpg", EPS_REASON)]
+    assert report["dropped_by_reason"] == {"not a raster image": 1}
+    assert report["counts"]["train"]["total"] == 6 and ghostscript_calls == []
+
+
+def test_an_eps_named_jpg_in_a_kaggle_zip_is_dropped_with_its_reason(tmp_path, ghostscript_calls):
+    fx = make_kaggle_tree(tmp_path / "tree")
+    planted = plant_in_kaggle_tree(fx, "train", KAGGLE_CLASSES[0], "photo.jpg", EPS)
+    report = prepared_report(tmp_path, zip_tree(fx.root, tmp_path / "butterflies.zip"), "image-csv")
+    refused = [d for d in report["dropped"] if d["reason"].startswith("not a raster image")]
+    assert [(d["id"], d["split"], d["label"]) for d in refused] == [(planted, "train", KAGGLE_CLASSES[0])]
+    assert refused[0]["reason"].startswith(EPS_REASON)
+    assert report["dropped_by_reason"]["not a raster image"] == 1 and ghostscript_calls == []

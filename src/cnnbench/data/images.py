@@ -2,9 +2,9 @@
 
 Shared by `prepare` (every image of a dataset) and `cnnbench predict` (any file a user hands over):
 a file is decoded whole or refused with a short, stable reason, never a crash and never gigabytes.
-What a viewer does and a plain `convert("RGB")`
-does not is done here (see as_viewer_rgb): EXIF orientation, transparency on a white background,
-16-bit and float samples scaled to 8 bits.
+Only the raster formats in RASTER_FORMATS are opened, whatever a file's name says. What a viewer
+does and a plain `convert("RGB")` does not is done here (see as_viewer_rgb): EXIF orientation,
+transparency on a white background, 16-bit and float samples scaled to 8 bits.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ MAX_IMAGE_PIXELS = 64_000_000
 # before it is read (read whole, a zip-bomb member would take gigabytes).
 MAX_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
 
+
+# The formats opened, and no other. Pillow identifies a file by its content, not its name, and would
+# hand an EPS or PDF named photo.jpg to Ghostscript (a PostScript interpreter: a program from the data
+# would run) or parse one of dozens of rarer formats. These are the formats of the sources read here
+# (ImageFolder's extensions in readers.IMAGE_EXTENSIONS, Kaggle's JPEGs and PNGs) and GIF; PPM covers PGM.
+RASTER_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+# Refused files named from their first bytes, so that the report says what came in under an image's name.
+NOT_RASTER = ((b"%!PS", "PostScript (EPS)"), (b"\xc5\xd0\xd3\xc6", "EPS (DOS binary)"), (b"%PDF", "PDF"))
 
 # Transparent pixels are shown over white, as browsers and most viewers show a PNG on a page: what
 # hides under alpha 0 (often the colour of a removed background) never reaches the network.
@@ -69,7 +77,7 @@ def decode_image(data: bytes | np.ndarray, size: int, hasher: Callable[[Image.Im
         except _TooLarge as err:
             return Decoded(None, error=str(err))
         except UnidentifiedImageError:  # its message names a BytesIO address: not stable across runs
-            return Decoded(None, error="undecodable: not an image format Pillow knows")
+            return Decoded(None, error=_refusal(data))
         except Exception as err:  # PIL raises many types for bad data
             return Decoded(None, error=f"undecodable: {type(err).__name__}: {err}")
     mode = image.mode
@@ -154,7 +162,7 @@ def _open_within_limits(data: bytes, size: int) -> Image.Image:
     try:
         with warnings.catch_warnings():  # Pillow warns from 89 MP; the check below refuses those anyway
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=RASTER_FORMATS)
     except Image.DecompressionBombError:  # over twice Pillow's own limit: it refuses to open it at all
         raise _TooLarge(f"too large: over {2 * (Image.MAX_IMAGE_PIXELS or 0) // 10**6} MP ({limit})") from None
     width, height = image.size
@@ -163,3 +171,12 @@ def _open_within_limits(data: bytes, size: int) -> Image.Image:
     if min(width, height) >= 2 * size:
         image.draft("RGB", (size, size))  # JPEG only; other formats ignore it
     return image
+
+
+def _refusal(data: bytes) -> str:
+    """Why `data`, which no format of RASTER_FORMATS opens, is refused: one stable line for the report."""
+    opened = ", ".join(RASTER_FORMATS)
+    for magic, kind in NOT_RASTER:
+        if data[:64].lstrip().startswith(magic):
+            return f"not a raster image: a {kind} file; only {opened} are opened, and PostScript is never run"
+    return f"undecodable: not an image in one of the formats opened ({opened})"
