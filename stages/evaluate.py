@@ -27,8 +27,9 @@ def main(argv=None) -> int:
     run = params.run(args.run)
     # The GPU's inference throughput is measured in the precision the run trains with.
     precision = Precision(amp=run.train.amp, channels_last=run.train.channels_last)
+    tta = params.dataset(run.dataset).tta  # flip TTA is the dataset's choice: a mirrored digit is another digit
     for seed, metrics in evaluate_replicates(run, args.data_dir, args.run_dir, args.out_dir, params.evaluate,
-                                             args.device, precision).items():
+                                             args.device, precision, tta=tta).items():
         shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         print(f"evaluate {args.run} seed {seed}: {shown}")
     return 0

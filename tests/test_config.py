@@ -172,3 +172,34 @@ def test_unreadable_params_files_are_one_clear_error(tmp_path, text, message):
         load_params(path)
     with pytest.raises(ConfigError, match="no such file"):
         load_params(tmp_path / "missing.yaml")
+
+
+# ------------------------------------------------------------------ test-time augmentation, per dataset
+
+
+@pytest.mark.parametrize("value, message", [
+    ("flip", "params: datasets.digits.tta: must be one of none, hflip, not 'flip' (hflip only where a mirrored "
+             "image keeps its class)"),
+    ("HFLIP", "params: datasets.digits.tta: must be one of none, hflip, not 'HFLIP' (hflip only where a mirrored "
+              "image keeps its class)"),
+    (True, "params: datasets.digits.tta: must be a string, not True"),
+    (None, "params: datasets.digits.tta: must be a string, not None"),
+])
+def test_a_bad_tta_is_refused_with_the_choices(value, message):
+    assert error_of(with_change("datasets.digits.tta", value)) == message
+
+
+def test_the_old_global_tta_flip_says_where_it_moved():
+    assert error_of(with_change("evaluate.tta_flip", True)) == (
+        "params: evaluate.tta_flip: moved to datasets.<name>.tta (none | hflip): flip TTA is chosen per dataset, "
+        "since a mirrored digit is another digit")
+
+
+def test_tta_is_off_for_digits_and_hflip_for_the_photo_sets():
+    params = load_params(ROOT / "params.yaml")
+    assert {name: ds.tta for name, ds in params.datasets.items()} == {
+        "cifar10": "hflip", "butterflies": "hflip", "butterflies_clean": "hflip", "digits": "none"}
+    # Set explicitly in every dataset: evaluate declares datasets.<name>.tta, and DVC refuses a declared
+    # param that params.yaml lacks, whatever the dataclass's default.
+    assert all("tta" in ds for ds in RAW["datasets"].values())
+    assert DatasetConfig(name="x", source="x", image_size=8).tta == "none"  # a mirror is an assumption: opt in

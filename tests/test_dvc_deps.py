@@ -133,3 +133,22 @@ def test_module_path_resolves_packages_and_modules():
     assert module_path("cnnbench.data") == SRC / "cnnbench" / "data" / "__init__.py"
     assert module_path("cnnbench.config") == SRC / "cnnbench" / "config.py"
     assert module_path("cnnbench.config.ConfigError") is None and module_path("torch") is None
+
+
+def test_every_evaluate_stage_declares_its_datasets_tta_and_dvc_reads_it(tmp_path):
+    """evaluate reads `datasets.<its dataset>.tta`: DVC, resolving dvc.yaml itself, must track that value."""
+    from dvc.repo import Repo
+
+    from cnnbench.config import load_params
+
+    for name in ("dvc.yaml", "params.yaml"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    repo = Repo.init(str(tmp_path), no_scm=True)
+    params = load_params(tmp_path / "params.yaml")
+    for run_name, run in params.runs.items():
+        (stage,) = repo.stage.collect(f"evaluate@{run_name}")
+        tracked = {}
+        for dep in stage.deps:
+            if hasattr(dep, "read_params"):
+                tracked.update(dep.read_params())
+        assert tracked.get(f"datasets.{run.dataset}.tta") == params.dataset(run.dataset).tta, run_name

@@ -75,8 +75,8 @@ def read_predictions(path: Path) -> pd.DataFrame:
 
 def test_metrics_agree_with_scikit_learn_on_the_written_predictions(ten_classes, tmp_path):
     data_dir, run_dir = ten_classes
-    returned = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=True, batch_size=100),
-                            device="cpu")
+    returned = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(batch_size=100), device="cpu",
+                            tta="hflip")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics == returned
     test = load_prepared(data_dir, splits=("test",))
@@ -109,7 +109,7 @@ def test_metrics_agree_with_scikit_learn_on_the_written_predictions(ten_classes,
 
 def test_top1_comes_with_its_wilson_interval_and_scores_match_the_predictions(ten_classes, tmp_path):
     data_dir, run_dir = ten_classes
-    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=False), device="cpu")
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(), device="cpu")
     predictions = read_predictions(tmp_path / "predictions.csv")
     correct = int((predictions["true"] == predictions["predicted"]).sum())
     low, high = proportion_confint(correct, len(predictions), alpha=0.05, method="wilson")
@@ -126,11 +126,47 @@ def test_top1_comes_with_its_wilson_interval_and_scores_match_the_predictions(te
     assert np.allclose(scores.probs.astype(float).sum(axis=1), 1.0, atol=0.01)
 
 
-def test_tta_accuracy_is_reported_only_when_asked(ten_classes, tmp_path):
+def own_forward(run_dir: Path, data_dir: Path, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax of the model's own forward on the test images, labels), normalised here by hand."""
+    model, ckpt = load_model(run_dir / BEST, torch.device("cpu"))
+    test = load_prepared(data_dir, splits=("test",)).splits["test"]
+    x = torch.from_numpy(test.x).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(ckpt.mean).view(1, -1, 1, 1)) / torch.tensor(ckpt.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        return torch.softmax(model(x.flip(3) if flip else x), dim=1).numpy(), test.y
+
+
+def test_with_tta_none_every_output_is_the_models_plain_forward(ten_classes, tmp_path):
     data_dir, run_dir = ten_classes
-    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=False), device="cpu")
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(), device="cpu", tta="none")
+    probs, y = own_forward(run_dir, data_dir)
+    scores = load_scores(tmp_path / SCORES)
+    assert np.abs(scores.probs.astype(np.float32) - probs).max() < 1e-3  # scores.npz is float16
+    assert metrics["test_top1"] == pytest.approx(float((probs.argmax(1) == y).mean()))
     assert "test_top1_tta" not in metrics
     assert "test_top1_tta" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_with_tta_hflip_the_extra_top1_is_that_of_the_mean_with_the_mirror(ten_classes, tmp_path):
+    data_dir, run_dir = ten_classes
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(), device="cpu", tta="hflip")
+    (plain, y), (mirrored, _) = own_forward(run_dir, data_dir), own_forward(run_dir, data_dir, flip=True)
+    assert metrics["test_top1_tta"] == pytest.approx(float((((plain + mirrored) / 2).argmax(1) == y).mean()))
+    assert metrics["test_top1"] == pytest.approx(float((plain.argmax(1) == y).mean()))  # the rest stays plain
+    assert np.abs(load_scores(tmp_path / SCORES).probs.astype(np.float32) - plain).max() < 1e-3
+
+
+def test_a_bad_tta_in_params_stops_the_evaluate_stage_with_one_line(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text().replace("    tta: none ", "    tta: flip "))
+    proc = subprocess.run([sys.executable, "stages/evaluate.py", "digits-resnet18", str(tmp_path / "data"),
+                           str(tmp_path / "run"), str(tmp_path / "out"), "--params", str(params)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: params: datasets.digits.tta: must be one of none, hflip, not 'flip' (hflip only where a mirrored "
+        "image keeps its class)"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_top5_is_null_with_four_classes(four_classes, tmp_path):
@@ -149,7 +185,7 @@ def test_top5_is_null_with_four_classes(four_classes, tmp_path):
 
 def test_evaluate_writes_the_inference_cost_beside_the_metrics_not_in_them(ten_classes, tmp_path):
     data_dir, run_dir = ten_classes
-    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(tta_flip=False, inference_cpu_batch=8),
+    metrics = evaluate_run(run_dir / BEST, data_dir, tmp_path, EvaluateConfig(inference_cpu_batch=8),
                            device="cpu")
     cost = json.loads((tmp_path / INFERENCE).read_text())
     model, _ = load_model(run_dir / BEST, torch.device("cpu"))
@@ -163,11 +199,11 @@ def test_evaluate_writes_the_inference_cost_beside_the_metrics_not_in_them(ten_c
 
 def test_inference_off_in_params_says_so_and_off_in_the_call_writes_nothing(ten_classes, tmp_path):
     data_dir, run_dir = ten_classes
-    evaluate_run(run_dir / BEST, data_dir, tmp_path / "a", EvaluateConfig(tta_flip=False, inference=False),
+    evaluate_run(run_dir / BEST, data_dir, tmp_path / "a", EvaluateConfig(inference=False),
                  device="cpu")
     # DVC requires the declared output: it exists, and says why it holds no figures.
     assert json.loads((tmp_path / "a" / INFERENCE).read_text())["measured"] is False
-    evaluate_run(run_dir / BEST, data_dir, tmp_path / "b", EvaluateConfig(tta_flip=False), device="cpu",
+    evaluate_run(run_dir / BEST, data_dir, tmp_path / "b", EvaluateConfig(), device="cpu",
                  inference=False)
     assert (tmp_path / "b" / "metrics.json").is_file() and not (tmp_path / "b" / INFERENCE).exists()
 

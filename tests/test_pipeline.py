@@ -46,7 +46,6 @@ def project(tmp_path_factory) -> Path:
     params["runs"] = {"digits-a": run, "digits-b": {**run, "train": {**run["train"], "seed": 1}}}
     params["suites"] = {"offline": {"dir": "reports", "data": "reports/data/digits_audit.json"}}
     params["claims"] = []  # the project's claims name its own runs
-    params["evaluate"]["tta_flip"] = False
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "config", "user.email", "t@example.com"], cwd=repo, check=True)

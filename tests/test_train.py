@@ -77,7 +77,7 @@ def write_params(directory: Path, **train) -> Path:
                                 "split_seed": 0, "drop_classes": []}},
         "models": {"tiny": TINY_RESNET},
         "train": {"epochs": 30, "batch_size": 512, "optimizer": "sgd", "lr": 0.4, "seed": 0},
-        "evaluate": {"tta_flip": True, "batch_size": 1024},
+        "evaluate": {"batch_size": 1024},
         "runs": {"tiny": {"suite": "offline", "dataset": "digits", "model": "tiny", "train": overrides}},
         "suites": {"offline": {"dir": "reports"}},
     }

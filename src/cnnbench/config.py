@@ -28,6 +28,9 @@ SOURCE_FORMATS = ("cifar10-python", "image-csv", "image-folder", "npz")
 SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",
             "claims", "audit")
 AUDIT_FEATURES = ("auto", "pixels", "imagenet")
+# Test-time augmentation, per dataset: none, or class probabilities averaged with the horizontal mirror's.
+# hflip only where a mirrored image keeps its class (a butterfly, a truck; not a digit or a letter).
+TTA_MODES = ("none", "hflip")
 # a_same: a negative control (an A/A pair: one recipe, two seed sets), which passes when found within noise
 CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse", "a_same")
 
@@ -83,9 +86,12 @@ class DatasetConfig(Validated):
     split_seed: int = 0
     drop_classes: tuple[str, ...] = ()
     near_duplicates: NearDuplicatesConfig = field(default_factory=NearDuplicatesConfig)
+    tta: str = "none"                  # none | hflip: evaluate also reports top-1 with flip TTA (TTA_MODES)
 
     def validate(self) -> None:
         require(4 <= self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be in 4..{MAX_IMAGE_SIZE}")
+        require(self.tta in TTA_MODES, "tta", f"must be one of {', '.join(TTA_MODES)}, not {self.tta!r} "
+                                              "(hflip only where a mirrored image keeps its class)")
         for key in ("val_fraction", "test_fraction"):
             require(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
         require(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
@@ -173,9 +179,8 @@ class TrainConfig(Validated):
 
 @dataclass(frozen=True)
 class EvaluateConfig(Validated):
-    """How `evaluate` scores a checkpoint on the test split."""
+    """How `evaluate` scores a checkpoint on the test split (test-time augmentation is per dataset: `tta`)."""
 
-    tta_flip: bool = True
     batch_size: int = 1024
     inference: bool = True             # also measure inference cost into eval/inference.json
     inference_cpu_batch: int = 32      # CPU throughput batch (the GPU's is batch_size)
@@ -396,8 +401,12 @@ def parse_params(raw: dict) -> Params:
     gate = build(CheckConfig, mapping(raw.get("check") or {}, "check"), "check")
     if suites:  # a project that only fetches and prepares declares no suite to gate
         _cross(gate.suite in suites, "check.suite", gate.suite, "suite", suites)
+    evaluate = mapping(raw.get("evaluate") or {}, "evaluate")
+    if "tta_flip" in evaluate:
+        raise ConfigError("params: evaluate.tta_flip: moved to datasets.<name>.tta (none | hflip): flip TTA is "
+                          "chosen per dataset, since a mirrored digit is another digit")
     return Params(sources=sources, datasets=datasets, models=models, train=train,
-                  evaluate=build(EvaluateConfig, mapping(raw.get("evaluate") or {}, "evaluate"), "evaluate"),
+                  evaluate=build(EvaluateConfig, evaluate, "evaluate"),
                   runs=runs, suites=suites, check=gate,
                   report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
                   claims=_parse_claims(raw.get("claims") or [], runs),

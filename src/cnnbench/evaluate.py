@@ -70,12 +70,13 @@ def load_model(path: str | Path, device: torch.device) -> tuple[torch.nn.Module,
 
 @torch.no_grad()
 def predict_probs(model, images: np.ndarray, mean, std, device: torch.device, batch_size: int = 1024,
-                  tta_flip: bool = False) -> np.ndarray:
-    """Class probabilities for uint8 NHWC images, scored as validation is; with tta_flip, averaged with the mirror."""
+                  tta: str = "none") -> np.ndarray:
+    """Class probabilities for uint8 NHWC images, scored as validation is; with tta "hflip", averaged with
+    the mirror's (config.TTA_MODES)."""
     norm = Normalize(mean, std, device)
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     probs = F.softmax(split_logits(model, x, norm, batch_size), dim=1)
-    if tta_flip:
+    if tta == "hflip":
         probs = (probs + F.softmax(split_logits(model, x, norm, batch_size, flip=True), dim=1)) / 2
     return probs.cpu().numpy() if len(x) else np.zeros((0, 0), dtype=np.float32)
 
@@ -103,11 +104,13 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
 
 
 def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: EvaluateConfig,
-                 device: str = "auto", precision: Precision = Precision(), inference: bool = True) -> dict:
+                 device: str = "auto", precision: Precision = Precision(), inference: bool = True,
+                 tta: str = "none") -> dict:
     """Evaluate a best.pt on the test split; write metrics.json, per_class.csv, predictions.csv and scores.npz.
 
     With `inference` (the default) also inference.json, see inference_record; pass False to skip it
-    (a replicate whose model is the same network as one already measured).
+    (a replicate whose model is the same network as one already measured). Every output is of the
+    plain model; `tta` (the dataset's, config.TTA_MODES) other than "none" adds `test_top1_tta`.
     """
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, dev)
@@ -117,9 +120,9 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     probs = predict_probs(model, test.x, ckpt.mean, ckpt.std, dev, cfg.batch_size)
     metrics, per_class = classification_metrics(test.y, probs, ckpt.classes)
     metrics["checkpoint_epoch"] = ckpt.epoch
-    if cfg.tta_flip:
-        tta = predict_probs(model, test.x, ckpt.mean, ckpt.std, dev, cfg.batch_size, tta_flip=True)
-        metrics["test_top1_tta"] = float((tta.argmax(1) == test.y).mean())
+    if tta != "none":
+        augmented = predict_probs(model, test.x, ckpt.mean, ckpt.std, dev, cfg.batch_size, tta=tta)
+        metrics["test_top1_tta"] = float((augmented.argmax(1) == test.y).mean())
     classes = np.array(ckpt.classes)
     pred = probs.argmax(1)
     predictions = pd.DataFrame({"index": np.arange(len(test.y)), "id": test.ids, "true": classes[test.y],
@@ -135,15 +138,17 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
 
 
 def evaluate_replicates(run: RunConfig, data_dir: str | Path, run_dir: str | Path, out_dir: str | Path,
-                        cfg: EvaluateConfig, device: str = "auto", precision: Precision = Precision()) -> dict[int, dict]:
+                        cfg: EvaluateConfig, device: str = "auto", precision: Precision = Precision(),
+                        tta: str = "none") -> dict[int, dict]:
     """Evaluate every seed's best.pt (`<run_dir>/seed<k>`) into `<out_dir>/seed<k>`; drop undeclared seeds.
 
     The inference cost is measured once, on the first seed's model: the other seeds are the same network.
+    `tta` is the run's dataset's (see evaluate_run).
     """
     seeds = run.replicate_seeds
     remove_stale_dirs(out_dir, "seed*", {replicate_dir(seed) for seed in seeds})
     return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir, Path(out_dir) / replicate_dir(seed),
-                               cfg, device, precision, inference=seed == seeds[0]) for seed in seeds}
+                               cfg, device, precision, inference=seed == seeds[0], tta=tta) for seed in seeds}
 
 
 def inference_record(model: torch.nn.Module, image_size: int, cfg: EvaluateConfig, device: torch.device,
