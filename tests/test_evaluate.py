@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 from statsmodels.stats.proportion import proportion_confint
@@ -157,8 +158,10 @@ def test_with_tta_hflip_the_extra_top1_is_that_of_the_mean_with_the_mirror(ten_c
 
 
 def test_a_bad_tta_in_params_stops_the_evaluate_stage_with_one_line(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["datasets"]["digits"]["tta"] = "flip"
     params = tmp_path / "params.yaml"
-    params.write_text((ROOT / "params.yaml").read_text().replace("    tta: none ", "    tta: flip "))
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = subprocess.run([sys.executable, "stages/evaluate.py", "digits-resnet18", str(tmp_path / "data"),
                            str(tmp_path / "run"), str(tmp_path / "out"), "--params", str(params)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -307,6 +310,19 @@ def test_predict_odd_files_each_get_a_top5_or_an_error_line(ten_classes, tmp_pat
     code, out, _ = run_cli(["predict", str(run_dir), *good, "--device", "cpu"], capsys)
     assert code == 0 and "error:" not in out
     assert parse_predictions(out).keys() == set(good)
+
+
+def test_predict_refuses_an_eps_named_jpg_and_never_renders_it(ten_classes, tmp_path, capsys, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    rendered = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: rendered.append(args))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n%%EOF\n")
+    code, out, err = run_cli(["predict", str(ten_classes[1]), str(photo), "--device", "cpu"], capsys)
+    assert code == 1 and rendered == [] and "Traceback" not in err
+    assert out.strip() == (f"{photo}: error: not a raster image: a PostScript (EPS) file; only JPEG, PNG, GIF, BMP, "
+                           "TIFF, WEBP, PPM are opened, and PostScript is never run")
 
 
 def test_predict_with_four_classes_lists_all_four(four_classes, tmp_path, capsys):
