@@ -191,8 +191,7 @@ def test_a_bad_tta_is_refused_with_the_choices(value, message):
 
 def test_the_old_global_tta_flip_says_where_it_moved():
     assert error_of(with_change("evaluate.tta_flip", True)) == (
-        "params: evaluate.tta_flip: moved to datasets.<name>.tta (none | hflip): flip TTA is chosen per dataset, "
-        "since a mirrored digit is another digit")
+        "params: evaluate.tta_flip: moved to datasets.<name>.tta (none | hflip), chosen per dataset")
 
 
 def test_tta_is_off_for_digits_and_hflip_for_the_photo_sets():
