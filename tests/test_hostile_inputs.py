@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from fixtures import TINY_RESNET, make_cifar10_tarball, make_kaggle_tree, zip_tree
+from fixtures import TINY_RESNET, make_cifar10_tarball, make_kaggle_tree, serve_directory, zip_tree
 
 from cnnbench.check import check_metrics, load_baseline
 from cnnbench.checkpoint import ModelCheckpoint, load_model_checkpoint, save_checkpoint
@@ -364,9 +364,15 @@ def test_a_size_past_its_bound_is_refused_at_load_with_the_bound(dotted, value, 
 
 
 def test_plain_http_without_md5_is_accepted_only_when_declared_and_then_recorded(tmp_path):
-    raw = params_with(**{"sources.cifar10.uri": "http://127.0.0.1:9/cifar.tar.gz", "sources.cifar10.md5": None,
-                         "sources.cifar10.unverified_http": True})
-    assert parse_params(raw).source("cifar10").unverified_http
+    fx = make_cifar10_tarball(tmp_path / "served")
+    with serve_directory(fx.path.parent) as base:
+        raw = params_with(**{"sources.cifar10.uri": f"{base}/{fx.path.name}", "sources.cifar10.md5": None,
+                             "sources.cifar10.unverified_http": True})
+        fetch_source(parse_params(raw).source("cifar10"), tmp_path / "raw")
+    assert read_manifest(tmp_path / "raw")["unverified"] == ("no md5: the download's content is not checked and it "
+                                                             "came over plain http (no TLS)")
+    assert read_source(tmp_path / "raw").description.endswith("(UNVERIFIED: no md5: the download's content is not "
+                                                               "checked and it came over plain http (no TLS))")
 
 
 def test_cost_threads_past_the_cpus_is_a_usage_error_not_a_crash():

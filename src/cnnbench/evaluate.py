@@ -31,9 +31,9 @@ from cnnbench.stats import wilson_interval
 # Beside metrics.json, never in it: timings are facts of the machine, not of the model, and must
 # stay out of what `dvc metrics diff` / `dvc exp diff` compare.
 INFERENCE = "inference.json"
-# `cnnbench predict` decodes and scores this many files at a time: 64 images at 224 px are 10 MB of
+# `cnnbench predict` decodes and scores this many files at a time: 32 images at 224 px are 5 MB of
 # pixels, however many files the command names.
-PREDICT_BATCH = 64
+PREDICT_BATCH = 32
 
 
 def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:

@@ -63,6 +63,8 @@ def read_source(raw_dir: Path) -> SourceData:
     except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, csv.Error, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot be read as {fmt}: {one_line(err)}. Check the source's `format` in "
                         f"params.yaml, or re-run its fetch stage.") from None
+    if isinstance(manifest.get("unverified"), str):  # a download accepted without a checksum: the report says so
+        data.description += f" (UNVERIFIED: {manifest['unverified']})"
     # What fetch left out of a directory source (links, special files) is reported with the rest.
     data.skipped += [{"split": "", "label": "", **entry} for entry in manifest.get("skipped", [])
                      if isinstance(entry, dict)]
