@@ -131,6 +131,8 @@ def read_json_object(path: str | Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CnnbenchError(f"{path}: unreadable JSON ({err}); re-run the stage that writes it.") from None
+    except RecursionError:  # no stage writes JSON nested deeper than a few levels
+        raise CnnbenchError(f"{path}: JSON nested too deep to read; re-run the stage that writes it.") from None
     if not isinstance(data, dict):
         raise CnnbenchError(f"{path}: expected a JSON object, found {type(data).__name__}; "
                             f"re-run the stage that writes it.")
