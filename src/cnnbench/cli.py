@@ -73,6 +73,8 @@ def _cost(args: argparse.Namespace) -> int:
     specs = _model_specs(args)
     device = resolve_device(args.device)
     models = [build_model(spec, num_classes=args.num_classes, image_size=args.image_size).eval() for spec in specs]
+    if args.runtime != ["eager"]:
+        return _cost_runtimes(args, {spec.name: model for spec, model in zip(specs, models)})
     costs = measure_inference(models, args.image_size, cpu_batch=args.batch_size,
                               gpu=device if device.type == "cuda" else None, gpu_batch=args.batch_size,
                               precision=Precision(amp=args.amp, channels_last=args.channels_last),
@@ -83,6 +85,20 @@ def _cost(args: argparse.Namespace) -> int:
         return 0
     print("\n\n".join([format_cost(cost, title=name) for name, cost in named.items()]
                       + ([format_ratios(named)] if len(named) > 1 else [])))
+    return 0
+
+
+def _cost_runtimes(args: argparse.Namespace, models: dict) -> int:
+    """`cost --runtime ...`: batch-1 latency per runtime (eager, ONNX Runtime fp32 and int8), side by side."""
+    import json
+
+    from cnnbench.deploy import compare_runtimes, format_runtimes
+    from cnnbench.inference import available_cpus
+
+    threads = sorted({1, args.threads or available_cpus()})
+    result = compare_runtimes(models, args.image_size, list(dict.fromkeys(args.runtime)), threads,
+                              _latency_repeats(args.repeats))
+    print(json.dumps(result, indent=2) if args.json else format_runtimes(result))
     return 0
 
 
@@ -252,6 +268,10 @@ examples:
                    default=None, metavar="N",
                    help="timed batch-1 calls per thread count (default: as evaluate measures, up to 60, "
                    "fewer when a busy machine makes them take over 1.5 s, never under 5)")
+    g.add_argument("--runtime", nargs="+", choices=("eager", "onnxruntime", "onnxruntime-int8"), default=["eager"],
+                   help="where batch-1 latency is measured: PyTorch eager, or the model exported to ONNX and run in "
+                   "ONNX Runtime, fp32 or int8 (the deploy extra); several are measured side by side with each "
+                   "model's ratio to the first (default: eager, with throughput too)")
     g.add_argument("--device", default="auto", help="auto or cuda: the CPU, and the GPU when there is one; "
                    "cpu: the CPU only (default: %(default)s)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,

@@ -178,6 +178,7 @@ class EvaluateConfig(Validated):
 
     batch_size: int = 1024
     inference: bool = True             # also measure inference cost into eval/inference.json
+    deploy: bool = True                # ... and in ONNX Runtime, fp32 and int8 (deploy.py; needs the deploy extra)
     inference_cpu_batch: int = 32      # CPU throughput batch (the GPU's is batch_size)
 
     def validate(self) -> None:

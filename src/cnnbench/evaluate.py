@@ -17,6 +17,7 @@ from cnnbench.class_scores import SCORES, save_scores
 from cnnbench.config import EvaluateConfig, RunConfig
 from cnnbench.specs import parse_model_spec
 from cnnbench.data.datasets import Normalize
+from cnnbench.deploy import deployment_record
 from cnnbench.data.arrays import load_prepared
 from cnnbench.data.images import MAX_FILE_BYTES, Decoded, decode_image
 from cnnbench.device import resolve_device
@@ -133,7 +134,11 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
     save_scores(out_dir / SCORES, test.ids, ckpt.classes, probs)
     if inference:
-        write_json_atomic(out_dir / INFERENCE, inference_record(model, ckpt.image_size, cfg, dev, precision))
+        record = inference_record(model, ckpt.image_size, cfg, dev, precision)
+        if cfg.inference and cfg.deploy:
+            train = load_prepared(data_dir, splits=("train",)).splits["train"]
+            record.update(deployment_record(model, ckpt.image_size, ckpt.mean, ckpt.std, (test.x, test.y), train.x))
+        write_json_atomic(out_dir / INFERENCE, record)
     return metrics
 
 

@@ -268,6 +268,20 @@ def timing_difference(a: Sequence[float], b: Sequence[float], confidence: float 
                       high=float(ci.high), **base)
 
 
+def timing_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """median(a) / median(b) of repeated timed calls with its percentile-bootstrap interval (each side's calls
+    resampled): (estimate, low, high); NaN bounds with fewer than MIN_CALLS calls a side."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    estimate = float(np.median(a) / np.median(b)) if len(a) and len(b) else math.nan
+    if min(len(a), len(b)) < MIN_CALLS:
+        return estimate, math.nan, math.nan
+    ci = scipy_stats.bootstrap((a, b), lambda x, y, axis: np.median(x, axis=axis) / np.median(y, axis=axis),
+                               n_resamples=resamples, confidence_level=confidence, method="percentile",
+                               vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+    return estimate, float(ci.low), float(ci.high)
+
+
 # ------------------------------------------------------------------ planning
 
 

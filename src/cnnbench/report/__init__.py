@@ -36,8 +36,8 @@ from cnnbench.report.compare import (Comparisons, comparisons_table, dataset_com
                                      ranking_summary, recipe_intervals)
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
-from cnnbench.report.tables import (dataset_summary, dataset_table, figure_markdown, group_replicates, inference_table,
-                                    interval_note, suite_metrics, suite_timings)
+from cnnbench.report.tables import (dataset_summary, dataset_table, deployment_table, figure_markdown, group_replicates,
+                                    inference_table, interval_note, suite_metrics, suite_timings)
 
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 
@@ -154,6 +154,28 @@ def _inference_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
             "given batch, fp32 on the CPU, the run's training precision on the GPU. Each run is measured in its "
             f"own stage, at its own moment.{load} Weights: the saved state dict. `cnnbench cost A B "
             "--image-size N` measures models side by side, before training, with their ratios.",
+            "", table, ""] + _deployment_section(runs, groups)
+
+
+# ncnn's benchmark table (github.com/Tencent/ncnn, benchmark/README.md), MobileNetV2 against ResNet18 at
+# 224 px, batch 1: how much faster MobileNetV2 runs on their hardware (ours differs: compare the ratios).
+NCNN_RATIOS = ("2.0x on a Raspberry Pi 4 (1 and 4 threads), 2.4x on a Pi Zero 2 W, 2.8-4.1x on x86 CPUs, "
+               "about 1.5x on phone NPUs, and no faster on desktop GPUs")
+
+
+def _deployment_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
+    """The deployment table (deploy.py) under what it measures and ncnn's ratios for comparison; when no run
+    measured it, the line that says why."""
+    table = deployment_table(groups)
+    if table is None:
+        reasons = sorted({r for r in runs["deployment_reason"] if isinstance(r, str)})
+        return [f"**As deployed** (ONNX Runtime): not measured: {'; '.join(reasons)}.", ""] if reasons else []
+    return ["**As deployed**, measured by `evaluate` beside the eager figures: each run's best.pt exported to "
+            "ONNX (PyTorch's torch.export-based exporter) and run in ONNX Runtime on the CPU, fp32 and int8 "
+            "(static quantization calibrated on 64 training images), batch 1, 1 thread, at the run's size and at "
+            "224 px (median of interleaved timed calls). ONNX top-1 agreement is the share of test images where "
+            "the export picks PyTorch's class; int8 top-1 is the quantized model's test accuracy, fp32's beside it. "
+            f"For comparison, ncnn's benchmark measures MobileNetV2 faster than ResNet18 by {NCNN_RATIOS}.",
             "", table, ""]
 
 

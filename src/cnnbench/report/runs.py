@@ -36,7 +36,10 @@ EVAL_KEYS = ("test_top1", "test_top1_ci_low", "test_top1_ci_high", "test_top5", 
 INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_cpu_b1_all_ms",
                   "latency_cpu_b1_all_p95_ms", "threads_all", "throughput_cpu_ips", "throughput_cpu_batch",
                   "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes", "load_average")
-AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS
+# ... and as deployed (deploy.deployment_record): batch-1 latency per runtime and size, the exports' agreement.
+DEPLOY_KEYS = (*(f"latency_{r}_b1_1t_ms" for r in ("ort", "ort_int8", "cpu_224", "ort_224", "ort_int8_224")),
+               "onnx_top1_agreement", "onnx_max_abs_logit_diff", "int8_top1_agreement", "int8_test_top1")
+AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS + DEPLOY_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
 SEED_DIR = re.compile(r"^seed(\d+)$")
 
@@ -126,7 +129,7 @@ def _replicates(runs_dir: Path) -> list[tuple[str, int, dict[str, Path]]]:
 
 
 _IDENTITY = ["run", "seed", "dataset", "model", "family", "pretrained", "config", "peak_mem_kind", "device",
-             "has_train", "has_eval", "inference_cpu", "inference_gpu"]
+             "has_train", "has_eval", "inference_cpu", "inference_gpu", "deployment_reason"]
 _RUN_COLUMNS = [*_IDENTITY, *AGG_KEYS]
 
 
@@ -231,6 +234,7 @@ def _pretrained_label(value) -> str:
 def _inference_row(eval_dir: Path) -> dict:
     """INFERENCE_KEYS and the processors that measured them, from inference.json (blank when absent)."""
     cost = read_json_object(eval_dir / "inference.json") or {}
-    row = {key: as_number(cost.get(key)) for key in INFERENCE_KEYS}
+    row = {key: as_number(cost.get(key)) for key in INFERENCE_KEYS + DEPLOY_KEYS}
     row["inference_cpu"], row["inference_gpu"] = cost.get("cpu"), cost.get("gpu")
+    row["deployment_reason"] = cost.get("deployment_reason")  # why ONNX Runtime was not measured, if it was not
     return row

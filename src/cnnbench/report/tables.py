@@ -198,6 +198,24 @@ def inference_table(groups: pd.DataFrame) -> str | None:
     return "\n".join(lines)
 
 
+def deployment_table(groups: pd.DataFrame) -> str | None:
+    """The markdown table of one dataset's deployment cost: batch-1, 1-thread latency per runtime at the run's
+    size and at 224 px, and how the ONNX exports agree with PyTorch; None when no run measured it."""
+    measured = groups.dropna(subset=["latency_ort_b1_1t_ms"])
+    if not len(measured):
+        return None
+    header = ["run", "model", "eager (ms)", "ONNX Runtime (ms)", "int8 (ms)", "eager, 224 px (ms)",
+              "ONNX Runtime, 224 px (ms)", "int8, 224 px (ms)", "ONNX top-1 agreement (%)", "int8 top-1, fp32's (%)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for _, g in measured.iterrows():
+        times = [fmt(g[f"latency_{r}_b1_1t_ms"], kind="sec")
+                 for r in ("cpu", "ort", "ort_int8", "cpu_224", "ort_224", "ort_int8_224")]
+        cells = [_run_label(g), g["model"], *times, fmt(g["onnx_top1_agreement"], kind="pct"),
+                 f"{fmt(g['int8_test_top1'], kind='pct')} ({fmt(g['test_top1'], kind='pct')})"]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def _latency(group: pd.Series, key: str) -> str:
     """`median (p95 x)` in ms, two decimals below 100; replicates: the mean of their medians ± std."""
     text = fmt(group[f"{key}_ms"], group[f"{key}_ms_std"], "sec")
