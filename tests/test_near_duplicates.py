@@ -11,12 +11,12 @@ import itertools
 
 import numpy as np
 import pytest
-from fixtures import blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree
+from fixtures import blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, random_image
 from PIL import Image, ImageOps
 
 from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
-from cnnbench.data.near_duplicates import find_near_pairs, hamming
+from cnnbench.data.near_duplicates import HASH_INPUT, find_near_pairs, hamming, phash_pair
 from cnnbench.data.prepare import prepare_dataset
 
 ADONIS, AFRICAN, CROW = "ADONIS", "AFRICAN GIANT SWALLOWTAIL", "BLUE SPOTTED CROW"
@@ -128,3 +128,42 @@ def test_a_tree_without_near_duplicates_gets_the_same_report_as_before(tmp_path)
     prepared = prepare_dataset(dataset(), raw, workers=1)
     assert "near_duplicates" not in prepared.report and prepared.near_pairs == []
     assert not any(e["reason"].startswith("near-duplicate") for e in prepared.report["dropped"])
+
+
+# ------------------------------------------------------------------ pHash against imagehash's own
+
+
+def varied_images() -> list[Image.Image]:
+    """Real and synthetic images of every kind pHash meets: sklearn's 1,797 handwritten digits upscaled to
+    several sizes, photo-like blobs, smooth colour fields, pure noise, gradients, flat images (every DCT
+    coefficient but one zero: the median ties), in RGB, L and RGBA, larger and smaller than 32 px."""
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(19)
+    digits = (load_digits().images * (255 / 16)).astype(np.uint8)
+    images = [Image.fromarray(d).resize((s, s), Image.NEAREST) for d, s in zip(digits, itertools.cycle((24, 32, 64)))]
+    images += [Image.fromarray(blob_image(rng, *rng.integers(20, 300, 2))) for _ in range(150)]
+    images += [Image.fromarray(random_image(rng, *rng.integers(8, 300, 2))) for _ in range(150)]
+    images += [Image.fromarray(rng.integers(0, 256, (*rng.integers(4, 200, 2), 3), dtype=np.uint8)) for _ in range(150)]
+    y, x = np.mgrid[0:64, 0:96] / 96
+    images += [Image.fromarray(((a * x + b * y) % 1 * 255).astype(np.uint8)) for a, b in rng.uniform(-3, 3, (100, 2))]
+    images += [Image.new(mode, (40, 30), colour) for mode, colour in (("L", 0), ("L", 255), ("RGB", (9, 200, 31)))]
+    images += [Image.fromarray(rng.integers(0, 256, (50, 70, 4), dtype=np.uint8), "RGBA") for _ in range(50)]
+    return images
+
+
+def test_phash_is_bit_identical_to_imagehash():
+    """The prepared splits depend on these bits: the scipy pHash must give imagehash's on every image."""
+    imagehash = pytest.importorskip("imagehash")
+
+    def as_int(h) -> int:
+        return int.from_bytes(np.packbits(h.hash.ravel()).tobytes(), "big")
+
+    images = varied_images()
+    assert len(images) >= 2_000
+    for image in images:
+        small = image.convert("L").resize((HASH_INPUT, HASH_INPUT), Image.LANCZOS)
+        expected = (as_int(imagehash.phash(image)), as_int(imagehash.phash(ImageOps.mirror(small))))
+        assert phash_pair(image) == expected, (image.mode, image.size)
+    distinct = {phash_pair(image)[0] for image in images}
+    assert len(distinct) > 0.9 * len(images)  # the images differ as hashes, so the comparison means something
