@@ -9,10 +9,12 @@ ratios, not the absolute figures):
   cnnbench    cnnbench.train.train_one_epoch: uint8 data on the device, batched augmentation there
   resident    the same loop with no augmentation (the ceiling: is the loop input-bound?)
 
-Each loop first runs a few warm-up steps (DataLoader workers start, cudnn autotunes, the allocator
-grows), then whole epochs are timed, the device synchronised around them. An epoch pays the
-DataLoader's refill at its start as a real epoch does, so give it enough steps (a CIFAR-10 epoch is
-97 steps of 512) or that refill decides the ratio. Peak memory is the device allocator's peak over
+Each loop is warmed up first (DataLoader workers start, cudnn autotunes, the allocator grows), then
+whole epochs are timed, the device synchronised around them. The reference loop warms up on whole
+epochs: stopped mid-epoch, its workers would hold about `workers x prefetch_factor` batches ready,
+which the timed epoch would then drain for free. An epoch pays the DataLoader's refill at its start
+as a real epoch does, so give it enough steps (a CIFAR-10 epoch is 97 steps of 512) or that refill
+decides the ratio. The device loops warm up on a few steps (nothing is prefetched there). Peak memory is the device allocator's peak over
 the timed epochs less the resident dataset, which is reported apart (CUDA only).
 
     python bench/throughput.py --model resnet18 --image-size 32 --images 50000 --batch-size 512
@@ -80,14 +82,11 @@ def reference_transform(image_size: int, augment: AugmentConfig):
                                transforms.Normalize(MEAN, STD)])
 
 
-def reference_epoch(model, optimizer, schedule, loader, device: torch.device, amp: bool, channels_last: bool,
-                    max_steps: int | None = None) -> int:
-    """One pass of the DataLoader recipe (at most max_steps batches); returns the images seen."""
+def reference_epoch(model, optimizer, schedule, loader, device: torch.device, amp: bool, channels_last: bool) -> int:
+    """One whole pass of the DataLoader recipe; returns the images seen."""
     model.train()
     seen = 0
-    for step, (x, y) in enumerate(loader):
-        if max_steps is not None and step >= max_steps:
-            break
+    for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -134,7 +133,7 @@ def fresh_model(spec: ModelSpec, cfg: TrainConfig, image_size: int, device: torc
 
 
 def measure_loops(spec: ModelSpec, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int,
-                  epochs: int = 1, workers: int = 0, warmup_steps: int = 10) -> dict:
+                  epochs: int = 1, workers: int = 0, warmup_steps: int = 10, warmup_epochs: int = 1) -> dict:
     """images/s and training peak memory of the three loops, with the same model, data, batch and precision.
 
     A loop that fails (DataLoader workers short of shared memory, the GPU out of memory) is recorded
@@ -145,7 +144,7 @@ def measure_loops(spec: ModelSpec, x: np.ndarray, y: np.ndarray, device: torch.d
     configure_torch(cfg, device)
     steps = len(y) // batch_size
     out: dict = {"steps_per_epoch": steps, "timed_images": epochs * steps * batch_size}
-    out["reference"] = attempt(lambda: reference_loop(spec, cfg, x, y, device, workers, warmup_steps))
+    out["reference"] = attempt(lambda: reference_loop(spec, cfg, x, y, device, workers, warmup_epochs))
     data = DeviceSplit.from_numpy(x, y, device)
     out["resident_data_mb"] = round(data.nbytes / 2**20, 1)
     for name, augment in (("cnnbench", cfg.augment), ("resident", AugmentConfig(crop="none", flip=False))):
@@ -158,14 +157,15 @@ def measure_loops(spec: ModelSpec, x: np.ndarray, y: np.ndarray, device: torch.d
 
 
 def reference_loop(spec: ModelSpec, cfg: TrainConfig, x: np.ndarray, y: np.ndarray, device: torch.device,
-                   workers: int, warmup_steps: int) -> dict:
-    """The DataLoader recipe: warm-up steps, then cfg.epochs timed epochs."""
+                   workers: int, warmup_epochs: int) -> dict:
+    """The DataLoader recipe: `warmup_epochs` whole untimed epochs, then cfg.epochs timed epochs."""
     cuda, size, steps = device.type == "cuda", x.shape[1], len(y) // cfg.batch_size
     loader = torch.utils.data.DataLoader(
         PILDataset(x, y, reference_transform(size, cfg.augment)), batch_size=cfg.batch_size, shuffle=True,
         drop_last=True, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
-    model, optimizer, schedule = fresh_model(spec, cfg, size, device, warmup_steps + cfg.epochs * steps)
-    reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda, max_steps=warmup_steps)
+    model, optimizer, schedule = fresh_model(spec, cfg, size, device, (warmup_epochs + cfg.epochs) * steps)
+    for _ in range(warmup_epochs):
+        reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda)
     reset_peak(device)
     seconds = sum(timed(lambda: reference_epoch(model, optimizer, schedule, loader, device, cuda, cuda), device)
                   for _ in range(cfg.epochs))
@@ -183,7 +183,7 @@ def device_loop(spec: ModelSpec, cfg: TrainConfig, data: DeviceSplit, device: to
     seconds = sum(timed(lambda e=e: train_one_epoch(model, optimizer, schedule, data, norm, cfg, e, env, cuda,
                                                      progress=False), device) for e in range(1, cfg.epochs + 1))
     return {"images_per_sec": round(cfg.epochs * steps * cfg.batch_size / seconds, 1),
-            "peak_mem_mb": peak_mb(device, data.nbytes)}
+            "seconds_per_epoch": round(seconds / cfg.epochs, 3), "peak_mem_mb": peak_mb(device, data.nbytes)}
 
 
 def attempt(measure) -> dict:
@@ -191,11 +191,16 @@ def attempt(measure) -> dict:
     try:
         return measure()
     except (RuntimeError, OSError) as err:  # CUDA out of memory is a RuntimeError; a full /dev/shm, either
-        first = next(iter(str(err).strip().splitlines()), "")
-        return {"error": f"{type(err).__name__}: {first[:300]}"}
+        return {"error": describe(err)}
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # what the loop held goes before the next one measures its peak
+
+
+def describe(err: BaseException) -> str:
+    """`RuntimeError: CUDA out of memory. ...`: the error's type and the first line of its message."""
+    first = next(iter(str(err).strip().splitlines()), "")
+    return f"{type(err).__name__}: {first[:300]}"
 
 
 def main() -> None:
@@ -205,7 +210,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50_000, help="one epoch (default: CIFAR-10's training split)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per loop, after the warm-up steps")
-    parser.add_argument("--warmup-steps", type=int, default=10)
+    parser.add_argument("--warmup-steps", type=int, default=10, help="untimed steps of the device loops")
+    parser.add_argument("--warmup-epochs", type=int, default=1, help="untimed whole epochs of the reference loop")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--params", default="params.yaml")
@@ -215,12 +221,12 @@ def main() -> None:
     device = resolve_device(args.device)
     x, y = synthetic_images(args.images, args.image_size)
     results = measure_loops(load_params(args.params).model(args.model), x, y, device, args.batch_size, args.epochs,
-                            args.workers, args.warmup_steps)
+                            args.workers, args.warmup_steps, args.warmup_epochs)
     report = {
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "model": args.model, "image_size": args.image_size,
         "images": args.images, "batch_size": args.batch_size, "epochs_timed": args.epochs,
-        "warmup_steps": args.warmup_steps, "dataloader_workers": args.workers, "amp_bf16": device.type == "cuda",
+        "warmup_steps": args.warmup_steps, "warmup_epochs": args.warmup_epochs, "dataloader_workers": args.workers, "amp_bf16": device.type == "cuda",
         **results, "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     print(json.dumps(report, indent=2))
