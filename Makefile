@@ -41,7 +41,7 @@ update-baseline: setup
 bench: setup
 	python bench/throughput.py --images 4096 --batch-size 256 --epochs 2 --workers 2
 
-# Everything the GPU path claims (bench/gpu.py): about 5 minutes on one H100/H200. No setup on purpose:
-# it needs torch and torchvision but not dvc, dvclive or kaggle, so it runs as is on a bare GPU machine.
+# Everything the GPU path claims (bench/gpu.py), sized for 8 minutes of one H100/H200. No setup on purpose:
+# it imports only what the GPU machine's image has (bench/gpu_image_packages.txt), so it runs there as is.
 bench-gpu:
 	PYTHONPATH=src $(PYTHON) bench/gpu.py --out reports/benchmarks
