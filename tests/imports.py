@@ -1,4 +1,5 @@
-"""The import graph of the cnnbench package, read from the source (AST), not by importing it.
+"""The import graph of this checkout's cnnbench package, as cnnbench.import_graph reads it (the AST,
+not by importing), with the paths of this project's tree filled in.
 
 Every `import` counts, lazy ones inside functions included: code a stage may run is code it
 depends on.
@@ -6,75 +7,33 @@ depends on.
 
 from __future__ import annotations
 
-import ast
-import functools
 from pathlib import Path
+
+from cnnbench import import_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
-PACKAGE = "cnnbench"
+PACKAGE = import_graph.PACKAGE
 
 
 def module_path(name: str) -> Path | None:
     """The file of an in-package module (`cnnbench.data.fetch`), or None for anything else."""
-    if name != PACKAGE and not name.startswith(PACKAGE + "."):
-        return None
-    base = SRC.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return import_graph.module_path(name, SRC)
 
 
 def module_name(path: Path) -> str:
     """`src/cnnbench/data/fetch.py` -> `cnnbench.data.fetch` (packages by their __init__)."""
-    parts = list(path.resolve().relative_to(SRC).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return import_graph.module_name(path, SRC)
 
 
 def direct_imports(path: Path) -> set[str]:
     """In-package modules that `path` imports anywhere in its body, with the packages they live in."""
-    stat = path.stat()  # the parse is cached per version of the file: an edited file is read again
-    return set(_direct_imports(path.resolve(), stat.st_mtime_ns, stat.st_size))
-
-
-@functools.lru_cache(maxsize=None)
-def _direct_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    is_package = path.name == "__init__.py"
-    here = module_name(path).split(".") if path.is_relative_to(SRC) else []
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = here if is_package else here[:-1]
-                base = ".".join(anchor[: len(anchor) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            # `from cnnbench.data import fetch` imports a submodule; `from cnnbench.config import X` does not.
-            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        for name in names:
-            if module_path(name) is not None:
-                parts = name.split(".")
-                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return frozenset(found)
+    return import_graph.direct_imports(path, SRC)
 
 
 def closure(path: Path) -> set[str]:
     """Every in-package module that running `path` may import, transitively."""
-    seen: set[str] = set()
-    todo = sorted(direct_imports(path))
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        todo.extend(direct_imports(module_path(name)) - seen)
-    return seen
+    return import_graph.closure(path, SRC)
 
 
 def code_files(path: Path) -> set[str]:

@@ -7,14 +7,21 @@ data or other code is ever passed off as this one.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from cnnbench.config import RunConfig
+from cnnbench.import_graph import closure, module_path
 from cnnbench.specs import ModelSpec
+
+# The module that trains. Its import closure is the train stage's (stages/train.py) less the door
+# (cnnbench.door: errors to exit codes) and the launcher (cnnbench.launch: reruns under torchrun), which
+# cannot change a model; in-process callers (tests, bench/) get the same fingerprint as the stage.
+TRAINING_CODE = "cnnbench.train"
 
 
 def config_hash(run: RunConfig, spec: ModelSpec, data_meta: dict) -> str:
@@ -30,16 +37,50 @@ def config_hash(run: RunConfig, spec: ModelSpec, data_meta: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def code_fingerprint() -> str:
-    """A hash of the cnnbench source loaded in this process, and of the script that runs it."""
-    files = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())
-             if name == "cnnbench" or name.startswith("cnnbench.")}
-    files["__main__"] = getattr(sys.modules.get("__main__"), "__file__", None)
+def code_fingerprint(root: str = TRAINING_CODE) -> str:
+    """A hash of the code that trains: `root` and every cnnbench module it imports, lazily or not, transitively.
+
+    Each module counts as its syntax tree without docstrings (comments never reach the tree), so an edit
+    to words alone keeps every trained seed and any edit to code retrains. Modules go in by name, so
+    neither the order of imports nor what else this process has loaded changes it.
+    """
+    src = Path(__file__).resolve().parents[1]
+    names = closure(module_path(root, src), src) | {root}
     digest = hashlib.sha256()
-    for name, path in sorted(files.items()):
-        if path and Path(path).is_file() and path.endswith(".py"):
-            digest.update(name.encode() + b"\0" + Path(path).read_bytes())
+    for name in sorted(names):
+        path = module_path(name, src)
+        stat = path.stat()
+        digest.update(name.encode() + b"\0" + _code_digest(path, stat.st_mtime_ns, stat.st_size) + b"\0")
     return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _code_digest(path: Path, mtime_ns: int, size: int) -> bytes:
+    """The sha256 of a module's syntax tree less its docstrings (cached per version of the file)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and \
+                    isinstance(first.value.value, str):
+                node.body = node.body[1:]
+    return hashlib.sha256(json.dumps(_syntax(tree)).encode()).digest()
+
+
+def _syntax(node) -> object:
+    """A syntax tree as nested lists: node types, fields and constants, without line numbers.
+
+    Fields that are None or empty are left out, so a field a newer Python adds (`type_params`, say)
+    does not change the fingerprint of code that does not use it; ast.dump's output differs between
+    Python versions.
+    """
+    if isinstance(node, ast.AST):
+        fields = [[name, _syntax(value)] for name in node._fields
+                  if (value := getattr(node, name, None)) is not None and value != []]
+        return [type(node).__name__, fields]
+    if isinstance(node, list):
+        return [_syntax(item) for item in node]
+    return repr(node)
 
 
 def data_fingerprint(data_dir: str | Path) -> str:
