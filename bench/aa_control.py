@@ -58,10 +58,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     same = seed_outcomes(args.runs_dir, args.same)
     acc = same.mean(axis=1)
+    disagree = np.mean([np.mean(same[i] != same[j]) for i, j in itertools.combinations(range(len(same)), 2)])
     print(f"{len(same)} seeds of one recipe: test top-1 mean {100 * acc.mean():.2f} %, std {100 * acc.std(ddof=1):.2f} "
           f"points, range {100 * acc.min():.2f}-{100 * acc.max():.2f}; two seeds disagree on "
-          f"{100 * np.mean([np.mean(same[i] != same[j]) for i, j in itertools.combinations(range(len(same)), 2)]):.1f} % "
-          f"of {same.shape[1]} test images")
+          f"{100 * disagree:.1f} % of {same.shape[1]} test images")
     pairs = list(itertools.combinations(range(len(same)), 2))
     old_one = np.mean([old_rule_beats(same[[i]], same[[j]]) for i, j in pairs])
     print(f"1 seed vs 1 seed, every pair ({len(pairs)}): rule before says 'beats' {100 * old_one:.1f} %")
@@ -72,8 +72,8 @@ def main(argv=None) -> int:
         a, b = same[pick[:k]], same[pick[k:]]
         new += decide(recipe_difference(a, b)) in (GREATER, LESS)
         old += old_rule_beats(a, b)
-    print(f"{k} seeds vs {k} of the same recipe, {args.draws} random disjoint draws: 'beats' {100 * old / args.draws:.1f} % "
-          f"(rule before) -> {100 * new / args.draws:.1f} % (this rule)")
+    print(f"{k} seeds vs {k} of the same recipe, {args.draws} random disjoint draws: "
+          f"'beats' {100 * old / args.draws:.1f} % (rule before) -> {100 * new / args.draws:.1f} % (this rule)")
     groups = [same[i:i + k] for i in range(0, len(same) - k + 1, k)]
     fixed = [decide(recipe_difference(a, b)) in (GREATER, LESS) for a, b in itertools.combinations(groups, 2)]
     print(f"the {len(groups)} runs as declared ({k} seeds each), every pair: {sum(fixed)} of {len(fixed)} 'beats'")

@@ -71,11 +71,11 @@ import tempfile
 import time
 import traceback
 import typing
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist

@@ -37,7 +37,8 @@ def epochs_lines(part: dict) -> list[str]:
              f"on synthetic data of the run's image size; {part['timed_epochs']} timed epoch(s) after "
              f"{part['warmup_steps']} warm-up steps. The study's figures come from an unknown GPU: compare the "
              "ratios between runs, not one ratio with 1.", "",
-             "| run | model | px | batch | images | s/epoch | study s/epoch | ours / study |", "|---|---|---|---|---|---|---|---|"]
+             "| run | model | px | batch | images | s/epoch | study s/epoch | ours / study |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in part["rows"]:
         if "error" not in r:
             lines.append(f"| {r['run']} | {r['model']} | {r['image_size']} | {r['batch_size']} | {r['images']:,} | "
@@ -78,7 +79,8 @@ def precision_lines(part: dict) -> list[str]:
              f"Run `{part['run']}` ({part['model']}, {part['epochs']} epochs), {part['seeds']} seed(s); the tolerance "
              f"is params.yaml's check.tolerance, {part['tolerance']}, on the mean. fp32 runs with TF32 off; tf32 is "
              "fp32 with TF32 matmuls and convolutions; bf16 autocast runs with TF32 on, as cnnbench trains."
-             + ("" if part["amp_active"] else " On the CPU cnnbench ignores bf16 autocast and TF32: all are fp32 here."),
+             + ("" if part["amp_active"] else
+                " On the CPU cnnbench ignores bf16 autocast and TF32: all are fp32 here."),
              "", "| variant | test accuracy per seed | mean |", "|---|---|---|"]
     for r in part["rows"]:
         if "error" in r:
@@ -102,7 +104,8 @@ def compile_lines(part: dict) -> list[str]:
         lines.append(f"| {r['mode']} | failed: `{r['error']}` | n/a |" if "error" in r else
                      f"| {r['mode']} | {r['ms_per_step']} | {r['first_steps_seconds']} |")
     if "speedup" in part:
-        lines += ["", f"Speedup {part['speedup']:.2f}x; compiling added {part['compile_seconds']} s to the first steps."]
+        lines += ["", f"Speedup {part['speedup']:.2f}x; compiling added {part['compile_seconds']} s to the first "
+                      "steps."]
     return lines + [""]
 
 

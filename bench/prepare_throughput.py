@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from cnnbench.config import DatasetConfig, SourceConfig
-from cnnbench.data.fetch import fetch_source
 from cnnbench.data.arrays import write_prepared
+from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
 
 

@@ -14,8 +14,9 @@ whole epochs are timed, the device synchronised around them. The reference loop 
 epochs: stopped mid-epoch, its workers would hold about `workers x prefetch_factor` batches ready,
 which the timed epoch would then drain for free. An epoch pays the DataLoader's refill at its start
 as a real epoch does, so give it enough steps (a CIFAR-10 epoch is 97 steps of 512) or that refill
-decides the ratio. The device loops warm up on a few steps (nothing is prefetched there). Peak memory is the device allocator's peak over
-the timed epochs less the resident dataset, which is reported apart (CUDA only).
+decides the ratio. The device loops warm up on a few steps (nothing is prefetched there). Peak memory
+is the device allocator's peak over the timed epochs less the resident dataset, which is reported
+apart (CUDA only).
 
     python bench/throughput.py --model resnet18 --image-size 32 --images 50000 --batch-size 512
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -149,7 +151,7 @@ def measure_loops(spec: ModelSpec, x: np.ndarray, y: np.ndarray, device: torch.d
     out["resident_data_mb"] = round(data.nbytes / 2**20, 1)
     for name, augment in (("cnnbench", cfg.augment), ("resident", AugmentConfig(crop="none", flip=False))):
         run_cfg = dataclasses.replace(cfg, augment=augment)
-        out[name] = attempt(lambda: device_loop(spec, run_cfg, data, device, warmup_steps))
+        out[name] = attempt(functools.partial(device_loop, spec, run_cfg, data, device, warmup_steps))
     for other in ("reference", "resident"):
         rates = [out[loop].get("images_per_sec") for loop in ("cnnbench", other)]
         out[f"ratio_cnnbench_vs_{other}"] = round(rates[0] / rates[1], 3) if all(rates) else None
@@ -226,7 +228,8 @@ def main() -> None:
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "model": args.model, "image_size": args.image_size,
         "images": args.images, "batch_size": args.batch_size, "epochs_timed": args.epochs,
-        "warmup_steps": args.warmup_steps, "warmup_epochs": args.warmup_epochs, "dataloader_workers": args.workers, "amp_bf16": device.type == "cuda",
+        "warmup_steps": args.warmup_steps, "warmup_epochs": args.warmup_epochs, "dataloader_workers": args.workers,
+        "amp_bf16": device.type == "cuda",
         **results, "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     print(json.dumps(report, indent=2))

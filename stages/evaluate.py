@@ -8,8 +8,8 @@ from pathlib import Path
 # not whatever copy of cnnbench happens to be installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.door import stage_main
 from cnnbench.config import load_params
+from cnnbench.door import stage_main
 from cnnbench.evaluate import evaluate_replicates
 from cnnbench.inference import Precision
 

@@ -25,11 +25,11 @@ import tarfile
 import threading
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -164,7 +164,7 @@ def blob_image(rng: np.random.Generator, width: int = 224, height: int = 224) ->
     return np.asarray(image)
 
 
-def plant_in_kaggle_tree(fx: "KaggleFixture", split: str, label: str, name: str, data: bytes) -> str:
+def plant_in_kaggle_tree(fx: KaggleFixture, split: str, label: str, name: str, data: bytes) -> str:
     """Add one image to a tree from make_kaggle_tree, file and CSV row; returns its member path."""
     path = f"{SPLIT_DIRS[split]}/{label}/{name}"
     (fx.root / path).parent.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,8 @@ PARAMS = {"resnet18": 11_181_642, "resnet18_stem3": 11_200_000, "mobilenet_v2": 
 
 def write_train(live: Path, run: str, dataset: str, model: str, seed: int, pretrained, best_val: float,
                 sec: float, epochs: int = 6) -> None:
-    """One seed's train/ directory (DVCLive's params.yaml, metrics.json and TSV curves), as the train stage writes it."""
+    """One seed's train/ directory (DVCLive's params.yaml, metrics.json and TSV curves), as the train stage
+    writes it."""
     rng = np.random.default_rng(zlib.crc32(f"{run}/{seed}".encode()))
     (live / "plots" / "metrics" / "train").mkdir(parents=True)
     (live / "plots" / "metrics" / "val").mkdir(parents=True)
@@ -175,7 +176,8 @@ def write_inference(out: Path, model: str, seed: int, params: int, cuda: bool) -
         "threads_all": 2, "load_average": 0.5 + seed, "latency_calls": 60, "latency_cpu_b1_1t_ms": one,
         "latency_cpu_b1_1t_p95_ms": 1.5 * one, "latency_cpu_b1_all_ms": 0.6 * one, "latency_cpu_b1_all_p95_ms": one,
         "throughput_cpu_batch": 32, "throughput_cpu_ips": round(3000 / one, 1), "torch": "2.14.1",
-        "gpu": "NVIDIA H100 80GB HBM3" if cuda else None, "gpu_precision": "bf16 autocast, channels_last" if cuda else None,
+        "gpu": "NVIDIA H100 80GB HBM3" if cuda else None,
+        "gpu_precision": "bf16 autocast, channels_last" if cuda else None,
         "throughput_gpu_batch": 1024 if cuda else None, "throughput_gpu_ips": 25_000.0 if cuda else None}))
 
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from cnnbench.config import AugmentConfig, CheckConfig, DatasetConfig, TrainConfig, load_params, parse_params
-from cnnbench.specs import parse_model_spec, spec_to_dict
 from cnnbench.errors import ConfigError
+from cnnbench.specs import parse_model_spec, spec_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -104,7 +104,8 @@ def test_a_partial_augment_override_keeps_the_other_defaults():
     raw = with_change(f"runs.{RUN}.train.augment", {"pad": 2})
     augment = parse_params(raw).run(RUN).train.augment
     assert augment == AugmentConfig(crop=RAW["train"]["augment"]["crop"], pad=2,
-                                    scale_min=RAW["train"]["augment"]["scale_min"], flip=RAW["train"]["augment"]["flip"])
+                                    scale_min=RAW["train"]["augment"]["scale_min"],
+                                    flip=RAW["train"]["augment"]["flip"])
 
 
 def test_a_run_override_changes_that_run_only():

@@ -15,7 +15,7 @@ import pytest
 
 import cnnbench.data.features as features
 from cnnbench.config import AuditConfig
-from cnnbench.data.arrays import PreparedData, Prepared, SplitArrays, write_prepared
+from cnnbench.data.arrays import Prepared, PreparedData, SplitArrays, write_prepared
 from cnnbench.data.audit import audit_dataset
 from cnnbench.errors import CnnbenchError
 

@@ -16,6 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from cnnbench.config import SourceConfig
+from cnnbench.data.fetch import MANIFEST, fetch_source, read_manifest
+from cnnbench.data.readers import read_source
+from cnnbench.door import stage_main
+from cnnbench.errors import FetchError
 from fixtures import (
     CIFAR10_ARCHIVE,
     closed_port_url,
@@ -26,12 +32,6 @@ from fixtures import (
     serve_truncated,
     zip_tree,
 )
-
-from cnnbench.door import stage_main
-from cnnbench.config import SourceConfig
-from cnnbench.data.fetch import MANIFEST, fetch_source, read_manifest
-from cnnbench.data.readers import read_source
-from cnnbench.errors import FetchError
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_ADVICE = ("KAGGLE_API_TOKEN", "~/.kaggle/access_token", "kaggle.json")
@@ -69,7 +69,8 @@ class FakeKaggleApi:
 
     def __init__(self, zip_path: Path, auth_error: BaseException | None = None,
                  download_error: BaseException | None = None, payload: bytes | None = None):
-        self.zip_path, self.auth_error, self.download_error, self.payload = zip_path, auth_error, download_error, payload
+        self.zip_path, self.auth_error = zip_path, auth_error
+        self.download_error, self.payload = download_error, payload
         self.calls: list[tuple] = []
 
     def authenticate(self):

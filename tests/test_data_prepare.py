@@ -17,6 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
+
+import cnnbench.data.prepare as prepare_module
+from cnnbench.cli import stage_main
+from cnnbench.config import ConfigError, DatasetConfig, NearDuplicatesConfig, SourceConfig
+from cnnbench.data.arrays import load_prepared, write_prepared
+from cnnbench.data.fetch import fetch_source
+from cnnbench.data.images import decode_image
+from cnnbench.data.prepare import assign_splits, find_duplicates, prepare_dataset, write_data_report
+from cnnbench.data.readers import Item
 from fixtures import (
     CIFAR10_CLASSES,
     KAGGLE_CLASSES,
@@ -30,16 +40,6 @@ from fixtures import (
     run_with_peak_rss,
     zip_tree,
 )
-from PIL import Image, ImageOps
-
-import cnnbench.data.prepare as prepare_module
-from cnnbench.cli import stage_main
-from cnnbench.config import ConfigError, DatasetConfig, NearDuplicatesConfig, SourceConfig
-from cnnbench.data.fetch import fetch_source
-from cnnbench.data.arrays import load_prepared, write_prepared
-from cnnbench.data.images import decode_image
-from cnnbench.data.prepare import assign_splits, find_duplicates, prepare_dataset, write_data_report
-from cnnbench.data.readers import Item
 
 SPLITS = ("train", "val", "test")
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fixtures import make_cifar10_tarball
 
 import cnnbench.data.readers as readers_module
 from cnnbench.cli import stage_main
@@ -27,6 +26,7 @@ from cnnbench.data.fetch import MANIFEST, fetch_source
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.data.readers import read_source
 from cnnbench.errors import CnnbenchError, DataError
+from fixtures import make_cifar10_tarball
 
 ROOT = Path(__file__).resolve().parents[1]
 

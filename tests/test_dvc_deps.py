@@ -14,6 +14,7 @@ import sys
 
 import pytest
 import yaml
+
 from imports import ROOT, SRC, closure, code_files, direct_imports, module_name, module_path
 
 MAX_LINES = 450

@@ -22,15 +22,22 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 from statsmodels.stats.proportion import proportion_confint
 
-from cnnbench.cli import main as cnnbench_main
-from cnnbench.config import (AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig,
-                             parse_model_spec)
-from cnnbench.data.fetch import fetch_source
-from cnnbench.data.arrays import load_prepared, write_prepared
-from cnnbench.data.prepare import prepare_dataset
-from cnnbench.evaluate import INFERENCE, evaluate_run, load_model, predict_probs
 from cnnbench.checkpoint import BEST
 from cnnbench.class_scores import SCORES, load_scores
+from cnnbench.cli import main as cnnbench_main
+from cnnbench.config import (
+    AugmentConfig,
+    DatasetConfig,
+    EvaluateConfig,
+    RunConfig,
+    SourceConfig,
+    TrainConfig,
+    parse_model_spec,
+)
+from cnnbench.data.arrays import load_prepared, write_prepared
+from cnnbench.data.fetch import fetch_source
+from cnnbench.data.prepare import prepare_dataset
+from cnnbench.evaluate import INFERENCE, evaluate_run, load_model, predict_probs
 from cnnbench.train import train_run
 from fixtures import TINY_RESNET
 
@@ -388,8 +395,9 @@ def test_the_evaluate_stage_on_a_hostile_checkpoint_runs_no_code(ten_classes, tm
     marker = tmp_path / "pwned"
     data_dir, _ = ten_classes
     run_dir = _hostile_best(ten_classes, tmp_path / "run" / "seed0", marker).parent
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / "evaluate.py"), "digits-resnet18", str(data_dir), str(run_dir),
-                             str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"), "--device", "cpu"],
+    result = subprocess.run([sys.executable, str(ROOT / "stages" / "evaluate.py"), "digits-resnet18", str(data_dir),
+                             str(run_dir), str(tmp_path / "eval"), "--params", str(ROOT / "params.yaml"),
+                             "--device", "cpu"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and not marker.exists(), result.stderr
     assert "Traceback" not in result.stderr and "not a cnnbench checkpoint" in result.stderr

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fixtures import TINY_RESNET, blob_image, jpeg_bytes
 
 from cnnbench.config import SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.readers import read_source
+from fixtures import TINY_RESNET, blob_image, jpeg_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "owl"]
@@ -93,9 +93,10 @@ def test_a_class_folder_dataset_goes_through_every_stage(tmp_path):
     assert _stage("train")(["pets-tiny", str(prepared), str(runs), str(live), *p, "--device", "cpu"]) == 0
     assert _stage("evaluate")(["pets-tiny", str(prepared), str(runs), str(out), *p, "--device", "cpu"]) == 0
     report = json.loads((data / "pets.json").read_text())
-    assert report["counts"]["train"]["total"] + report["counts"]["val"]["total"] + report["counts"]["test"]["total"] == 45
+    assert sum(report["counts"][split]["total"] for split in ("train", "val", "test")) == 45
     assert report["dropped_by_reason"] == {"junk file": 1, "not an image file": 1}
-    for sheet in ("pets_samples.png", "pets_near_duplicates.png", "pets_suspicious_labels.png", "pets_class_ranking.png"):
+    for sheet in ("pets_samples.png", "pets_near_duplicates.png", "pets_suspicious_labels.png",
+                  "pets_class_ranking.png"):
         assert (data / sheet).stat().st_size > 0, sheet
     audit = json.loads((data / "pets_audit.json").read_text())
     assert [row["class"] for row in audit["class_ranking"]] and audit["images"] == 45

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import TINY_RESNET, run_cnnbench
 from torch import nn
 
 from cnnbench.config import load_params, parse_model_spec
 from cnnbench.inference import (
     LATENCY,
-    Precision,
     InferenceCost,
+    Precision,
     Repeats,
     Timed,
     cpu_latency,
@@ -32,6 +31,7 @@ from cnnbench.inference import (
 )
 from cnnbench.models import build_model
 from cnnbench.summary import summarize_spec
+from fixtures import TINY_RESNET, run_cnnbench
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = Repeats(warmup=1, warmup_seconds=0.0, calls=5, min_calls=5, seconds=0.0)

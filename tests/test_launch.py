@@ -201,8 +201,9 @@ def test_the_launched_command_ends_with_the_launcher(tmp_path):
     pid_file = tmp_path / "child.pid"
     launcher = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, sys.argv[1]); from cnnbench.launch import run_to_the_end; "
-        "run_to_the_end([sys.executable, '-c', 'import os, sys, time; open(sys.argv[1], \"w\").write(str(os.getpid())); "
-        "time.sleep(600)', sys.argv[2]])"), str(ROOT / "src"), str(pid_file)])
+        "run_to_the_end([sys.executable, '-c', 'import os, sys, time; "
+        "open(sys.argv[1], \"w\").write(str(os.getpid())); time.sleep(600)', sys.argv[2]])"),
+        str(ROOT / "src"), str(pid_file)])
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():
         assert time.monotonic() < deadline and launcher.poll() is None

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from cnnbench.specs import parse_model_spec
 from cnnbench.data.datasets import DeviceSplit, Normalize
 from cnnbench.evaluate import predict_probs
 from cnnbench.logits import split_logits
 from cnnbench.models import build_model
+from cnnbench.specs import parse_model_spec
 from cnnbench.train import Dist, evaluate_split
 from fixtures import TINY_RESNET, randomise_bn_stats
 

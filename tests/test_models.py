@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from fixtures import randomise_bn_stats, registry
 from torch import nn
 
 from cnnbench.config import ConfigError
-from cnnbench.specs import MobileNetV2Spec, ResNetSpec, parse_model_spec
 from cnnbench.models import build_model, min_image_size
+from cnnbench.specs import MobileNetV2Spec, ResNetSpec, parse_model_spec
 from cnnbench.weights import torchvision_to_cnnbench_keys
+from fixtures import randomise_bn_stats, registry
 
 SPECS = registry()
 NAMES = list(SPECS)

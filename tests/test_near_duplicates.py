@@ -11,13 +11,13 @@ import itertools
 
 import numpy as np
 import pytest
-from fixtures import blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, random_image
 from PIL import Image, ImageOps
 
 from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.near_duplicates import HASH_INPUT, find_near_pairs, hamming, phash_pair
 from cnnbench.data.prepare import prepare_dataset
+from fixtures import blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, random_image
 
 ADONIS, AFRICAN, CROW = "ADONIS", "AFRICAN GIANT SWALLOWTAIL", "BLUE SPOTTED CROW"
 
@@ -49,7 +49,7 @@ def planted(tmp_path):
     fx = make_kaggle_tree(tmp_path / "tree")
     rng = np.random.default_rng(7)
     pairs = {}
-    for k, (name, variant) in enumerate(VARIANTS.items()):
+    for name, variant in VARIANTS.items():
         original = blob_image(rng)
         held = plant_in_kaggle_tree(fx, "test", ADONIS, f"orig_{name}.jpg", jpeg_bytes(original, quality=95))
         pairs[name] = (held, plant_in_kaggle_tree(fx, "train", ADONIS, f"copy_{name}.jpg",

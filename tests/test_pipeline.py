@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from report_fixtures import CLAIMS, DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
 
 from cnnbench.door import stage_main
 from cnnbench.report import render_report
+from report_fixtures import CLAIMS, DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # subprocesses import this checkout's cnnbench

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from PIL import Image
-from report_fixtures import CLAIMS, DATASETS, REPORT_CFG, links, make_suite, section
 
 from cnnbench.report import render_report
 from cnnbench.report.data_audit import audit_section
+from report_fixtures import CLAIMS, DATASETS, REPORT_CFG, links, make_suite, section
 
 AUDIT = {
     "images": 1000, "classes": 3,
@@ -20,7 +20,8 @@ AUDIT = {
     "label_issues": {"count": 12, "share": 0.012, "listed": []},
     "class_ranking": [{"class": "moth", "rank": 1, "label_quality": 0.61},
                       {"class": "crow", "rank": 2, "label_quality": 0.8}],
-    "highlight": {"classes": {"moth": 1}, "sentence": "The 1 classes marked 'noisy' rank #1 of 3 by measured label quality (#1 = noisiest)."},
+    "highlight": {"classes": {"moth": 1},
+                  "sentence": "The 1 classes marked 'noisy' rank #1 of 3 by measured label quality (#1 = noisiest)."},
     "confused_pairs": [{"classes": ["moth", "crow"], "overlapping_images": 7, "joint_probability": 0.01}],
 }
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from report_fixtures import DATASETS, DIGITS_RUNS, make_suite
 
 from cnnbench.config import ReportConfig
 from cnnbench.report import render_report
@@ -17,6 +16,7 @@ from cnnbench.report.figures import (
 )
 from cnnbench.report.runs import load_runs
 from cnnbench.report.tables import group_replicates
+from report_fixtures import DATASETS, DIGITS_RUNS, make_suite
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,8 @@ def test_report_wording_comes_from_params_not_the_study(tmp_path):
     runs = make_suite(tmp_path / "runs", DIGITS_RUNS)
     cfg = ReportConfig(highlight_classes=("3",), highlight_label="hard for people", family_names={"resnet": "Residual"})
     readme = render_report(runs, tmp_path / "out", cfg, "demo", DATASETS, tmp_path / "none").read_text()
-    assert "**Residual vs mobilenet_v2 training curves (mean over seeds)** ([figures/digits_family_curves.png]" in readme
+    assert ("**Residual vs mobilenet_v2 training curves (mean over seeds)** ([figures/digits_family_curves.png]"
+            in readme)
     assert (tmp_path / "out" / "figures" / "digits_family_curves.png").is_file()
     assert "MobileNetV2" not in readme and "ResNet" not in readme and "noisy" not in readme
 

@@ -8,8 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from report_fixtures import (CIFAR, DATASETS, NOISY, REPORT_CFG, RUNS, make_suite, parse_table, write_eval, write_run,
-                             write_train)
 from statsmodels.stats.proportion import proportion_confint
 
 from cnnbench.config import ClaimConfig, DatasetConfig
@@ -17,6 +15,18 @@ from cnnbench.report.claims import evaluate_claims
 from cnnbench.report.compare import Comparisons
 from cnnbench.report.pairs import fair_settings, find_dataset_pairs, pairs_section, plot_dataset_pairs
 from cnnbench.report.runs import load_runs
+from report_fixtures import (
+    CIFAR,
+    DATASETS,
+    NOISY,
+    REPORT_CFG,
+    RUNS,
+    make_suite,
+    parse_table,
+    write_eval,
+    write_run,
+    write_train,
+)
 
 BUTTERFLY_RUNS = ["butterflies-resnet18-imagenet", "butterflies_clean-resnet18-imagenet"]
 

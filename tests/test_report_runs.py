@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from report_fixtures import BUTTERFLIES, DIGITS, RUNS, make_suite
 
 from cnnbench.errors import CnnbenchError
 from cnnbench.report.runs import load_runs
+from report_fixtures import BUTTERFLIES, DIGITS, RUNS, make_suite
 
 
 def test_load_runs_reads_every_file_of_every_seed_and_keeps_class_names_as_strings(tmp_path):

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from report_fixtures import REFERENCE, make_suite, parse_table
 
 from cnnbench.report.compare import Comparisons, dataset_comparisons, recipe_intervals
 from cnnbench.report.runs import load_runs
-from cnnbench.report.tables import (dataset_summary, dataset_table, group_replicates, inference_table, interval_note,
-                                    suite_metrics, suite_timings)
+from cnnbench.report.tables import (
+    dataset_summary,
+    dataset_table,
+    group_replicates,
+    inference_table,
+    interval_note,
+    suite_metrics,
+    suite_timings,
+)
 from cnnbench.stats import accuracy_interval
+from report_fixtures import REFERENCE, make_suite, parse_table
 
 
 @pytest.fixture(scope="module")

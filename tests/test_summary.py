@@ -13,12 +13,11 @@ from functools import cache
 
 import pytest
 import torch
-from fixtures import TINY_RESNET, registry, run_cnnbench
 from torch import nn
 
 from cnnbench.config import ConfigError
-from cnnbench.specs import parse_model_spec
 from cnnbench.models import build_model, min_image_size
+from cnnbench.specs import parse_model_spec
 from cnnbench.summary import (
     format_summary,
     output_size,
@@ -28,6 +27,7 @@ from cnnbench.summary import (
     summarize_spec,
     summary_to_json,
 )
+from fixtures import TINY_RESNET, registry, run_cnnbench
 
 SPECS = registry()
 NAMES = list(SPECS)

@@ -11,12 +11,12 @@ import urllib.error
 import pytest
 import torch
 import torchvision
-from fixtures import randomise_bn_stats, registry
 
 from cnnbench.config import ConfigError
 from cnnbench.errors import CnnbenchError
 from cnnbench.models import build_model
 from cnnbench.weights import check_weights_name, load_pretrained, torchvision_to_cnnbench_keys
+from fixtures import randomise_bn_stats, registry
 
 SPECS = registry()
 

@@ -237,7 +237,7 @@ class RunConfig(Validated):
         """The seeds this run is trained with, one model each."""
         return self.seeds or (self.train.seed,)
 
-    def replicate(self, seed: int) -> "RunConfig":
+    def replicate(self, seed: int) -> RunConfig:
         """This run as its one replicate with `seed`."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed), seeds=(seed,))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from cnnbench.errors import CnnbenchError, one_line
 

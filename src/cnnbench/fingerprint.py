@@ -54,7 +54,7 @@ def code_fingerprint(root: str = TRAINING_CODE) -> str:
     return digest.hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _code_digest(path: Path, mtime_ns: int, size: int) -> bytes:
     """The sha256 of a module's syntax tree less its docstrings (cached per version of the file)."""
     tree = ast.parse(path.read_text(), filename=str(path))

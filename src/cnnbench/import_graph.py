@@ -37,7 +37,7 @@ def direct_imports(path: Path, src: Path) -> set[str]:
     return set(_direct_imports(path.resolve(), src.resolve(), stat.st_mtime_ns, stat.st_size))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _direct_imports(path: Path, src: Path, mtime_ns: int, size: int) -> frozenset[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     is_package = path.name == "__init__.py"

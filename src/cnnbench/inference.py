@@ -19,9 +19,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from cnnbench.config import LaunchConfig
 from cnnbench.errors import ConfigError

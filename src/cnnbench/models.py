@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnbench.specs import ModelSpec, ResNetSpec
 from cnnbench.errors import ConfigError
+from cnnbench.specs import ModelSpec, ResNetSpec
 
 # ------------------------------------------------------------------ ResNet
 

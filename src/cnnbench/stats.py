@@ -24,8 +24,8 @@ sampling only. Metrics measured once per seed (s/epoch) use the same rule withou
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -82,7 +82,7 @@ class Difference:
     def decided(self) -> bool:
         return not self.undecided
 
-    def flipped(self) -> "Difference":
+    def flipped(self) -> Difference:
         """B − A: the same comparison read the other way."""
         return replace(self, estimate=-self.estimate, low=-self.high, high=-self.low, seeds_a=self.seeds_b,
                        seeds_b=self.seeds_a, seed_var_a=self.seed_var_b, seed_var_b=self.seed_var_a)

@@ -18,8 +18,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnbench.config import ConfigError
-from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.models import build_model
+from cnnbench.specs import ModelSpec, parse_model_spec
 
 LAYERS = ("conv", "maxpool", "avgpool")
 

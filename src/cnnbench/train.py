@@ -31,10 +31,10 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.files import remove_stale_dirs, staging_dir, write_json_atomic
 from cnnbench.fingerprint import config_hash, data_fingerprint
 from cnnbench.logits import split_logits
+from cnnbench.models import build_model
 from cnnbench.replicates import replicate_dir
 from cnnbench.resume import finished_summary, read_timings, resume
 from cnnbench.specs import ModelSpec, spec_to_dict
-from cnnbench.models import build_model
 from cnnbench.summary import summarize
 from cnnbench.weights import load_pretrained
 

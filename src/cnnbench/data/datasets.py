@@ -25,7 +25,7 @@ class DeviceSplit:
     labels: torch.Tensor
 
     @classmethod
-    def from_numpy(cls, x: np.ndarray, y: np.ndarray, device: torch.device) -> "DeviceSplit":
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray, device: torch.device) -> DeviceSplit:
         images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
         return cls(images.to(device), torch.from_numpy(y).long().to(device))
 

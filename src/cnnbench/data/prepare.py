@@ -9,18 +9,18 @@ from __future__ import annotations
 import os
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from cnnbench.config import ConfigError, DatasetConfig
-from cnnbench.data.readers import Item, SourceData, read_source
 from cnnbench.data.arrays import SPLITS, Prepared
 from cnnbench.data.images import BACKGROUND, MAX_FILE_BYTES, Decoded, decode_image
 from cnnbench.data.near_duplicates import find_near_pairs, phash_pair
+from cnnbench.data.readers import Item, SourceData, read_source
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import write_json_atomic
 

@@ -9,9 +9,9 @@ import posixpath
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -304,7 +304,8 @@ def read_image_folder(path: Path) -> SourceData:
             else "train"
         label = parts[-2] if len(parts) >= 2 else ""
         if reason:
-            skipped.append({"id": name, "split": split if len(parts) == depth else "", "label": label, "reason": reason})
+            skipped.append({"id": name, "split": split if len(parts) == depth else "", "label": label,
+                            "reason": reason})
             continue
         classes.add(label)
         items.append(Item(name, label, split, name))

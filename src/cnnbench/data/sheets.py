@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 from matplotlib.patches import Patch
 
 from cnnbench.plotting import BASE, HIGHLIGHT, clip, new_figure, save_figure, style
@@ -72,7 +71,10 @@ def save_suspicious_sheet(images: list[np.ndarray], entries: list[dict], path: s
 
 
 def save_class_ranking(ranking: list[dict], highlight: set[str], highlight_label: str, path: str | Path) -> Path:
-    """Every class's label noise (1 - cleanlab's label quality) as a bar, noisiest first; `highlight` classes red, legend `highlight_label`."""
+    """Every class's label noise (1 - cleanlab's label quality) as a bar, noisiest first.
+
+    `highlight` classes are drawn red, with `highlight_label` in the legend.
+    """
     n = len(ranking)
     fig = new_figure(max(6.0, 0.12 * n + 2), 3.6)
     with style():

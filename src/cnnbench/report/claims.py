@@ -13,8 +13,8 @@ over its repeated timed calls.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping
 
 import pandas as pd
 
@@ -23,8 +23,18 @@ from cnnbench.report.compare import Comparisons
 from cnnbench.report.pairs import dropped_classes, shared_class_comparison, shared_differences
 from cnnbench.report.runs import RunsData
 from cnnbench.report.tables import MINUS, fmt, points
-from cnnbench.stats import (GREATER, LESS, MAX_SEEDS_PLANNED, UNDECIDED, WITHIN, Difference, decide,
-                            seed_difference, seeds_needed, timing_difference)
+from cnnbench.stats import (
+    GREATER,
+    LESS,
+    MAX_SEEDS_PLANNED,
+    UNDECIDED,
+    WITHIN,
+    Difference,
+    decide,
+    seed_difference,
+    seeds_needed,
+    timing_difference,
+)
 
 PER_IMAGE = ("test_top1",)  # metrics whose per-image outcomes predictions.csv holds
 PERCENT = ("test_top1", "test_top5", "test_top1_tta", "best_val_acc", "final_val_acc")  # fractions shown in %

@@ -21,8 +21,21 @@ from matplotlib.figure import Figure
 from cnnbench.errors import CnnbenchError
 from cnnbench.plotting import BASE, clip, new_figure, style
 from cnnbench.report.tables import difference_text, fmt_top1, points, short_run_name
-from cnnbench.stats import (GREATER, LESS, MAX_SEEDS_PLANNED, MIN_SEEDS, UNDECIDED, Difference, SeedNoise,
-                            accuracy_interval, decide, holm, pooled_noise, recipe_difference, seeds_needed)
+from cnnbench.stats import (
+    GREATER,
+    LESS,
+    MAX_SEEDS_PLANNED,
+    MIN_SEEDS,
+    UNDECIDED,
+    Difference,
+    SeedNoise,
+    accuracy_interval,
+    decide,
+    holm,
+    pooled_noise,
+    recipe_difference,
+    seeds_needed,
+)
 
 COLUMNS = ["a", "b", "diff", "low", "high", "pvalue", "p_holm", "verdict", "undecided", "detectable", "seeds_needed",
            "images", "seeds_a", "seeds_b", "beyond_noise"]
@@ -210,13 +223,15 @@ def ranking_summary(groups: pd.DataFrame, comparisons: pd.DataFrame, alone: list
                     + "; ".join(pair_sentence(r) for _, r in open_pairs.iterrows()) + ".")
     elif len(against):
         closest = against.sort_values(["diff", "b"]).iloc[0]
-        text.append(f"**Most accurate:** `{top['run']}` ({fmt_top1(top, prose=True)}) beats every other run on the same test "
-                    f"images; the closest, `{closest['b']}`, by {points(closest['diff'])} points (95 % interval "
-                    f"{points(closest['low'])} … {points(closest['high'])}; Holm-adjusted p = {closest['p_holm']:.2g}).")
+        text.append(f"**Most accurate:** `{top['run']}` ({fmt_top1(top, prose=True)}) beats every other run on the "
+                    f"same test images; the closest, `{closest['b']}`, by {points(closest['diff'])} points (95 % "
+                    f"interval {points(closest['low'])} … {points(closest['high'])}; Holm-adjusted p = "
+                    f"{closest['p_holm']:.2g}).")
     else:
         text.append(f"**Test top-1:** `{top['run']}` ({fmt_top1(top, prose=True)}) is not compared with another run.")
     if alone:
-        text.append(f"Not compared, evaluated on test images no other run shares: {', '.join(f'`{r}`' for r in alone)}.")
+        runs = ", ".join(f"`{r}`" for r in alone)
+        text.append(f"Not compared, evaluated on test images no other run shares: {runs}.")
     missing = len(groups) - len(evaluated)
     if missing:
         text.append(f"({missing} run{'s are' if missing > 1 else ' is'} not evaluated yet and left out.)")
@@ -230,8 +245,8 @@ def comparisons_table(comparisons: pd.DataFrame) -> str:
     for _, r in comparisons.iterrows():
         interval = "" if math.isnan(r["low"]) else f"{points(r['low'])} … {points(r['high'])}"
         p = f"{r['p_holm']:.2g}" if _known(r["p_holm"]) else ""
-        lines.append(f"| `{r['a']}` | `{r['b']}` | {r['seeds_a']} vs {r['seeds_b']} | {points(r['diff'])} | {interval} | "
-                     f"{p} | {verdict_words(r)} |")
+        lines.append(f"| `{r['a']}` | `{r['b']}` | {r['seeds_a']} vs {r['seeds_b']} | {points(r['diff'])} | "
+                     f"{interval} | {p} | {verdict_words(r)} |")
     images = int(comparisons["images"].max()) if len(comparisons) else 0
     decided = int((comparisons["verdict"] != UNDECIDED).sum()) if len(comparisons) else 0
     lines += ["", f"What is compared: the two *recipes*, over training seeds and over the {images:,} test images. "

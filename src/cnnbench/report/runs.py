@@ -46,7 +46,8 @@ SEED_DIR = re.compile(r"^seed(\d+)$")
 
 @dataclass
 class RunsData:
-    """A suite's replicates as tables: one row per (run, seed), with long-format curves, per-class rows and predictions."""
+    """A suite's replicates as tables: one row per (run, seed), with long-format curves, per-class rows and
+    predictions."""
 
     runs: pd.DataFrame         # run, seed, dataset, model, family, pretrained, config, ..., AGG_KEYS and other metrics
     curves: pd.DataFrame       # run, seed, series (e.g. "val/acc"), epoch (1-based), value

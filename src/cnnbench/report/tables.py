@@ -16,7 +16,8 @@ from cnnbench.report.runs import as_number, metric_columns
 
 # cuda_train_max_allocated: steady training epochs, without the resident dataset (train's resident_data_mb);
 # cuda_max_allocated: runs trained before that, whose peak held the dataset and evaluation too.
-MEM_KIND = {"cuda_train_max_allocated": "GPU training", "cuda_max_allocated": "GPU allocated", "cpu_peak_rss": "CPU RSS"}
+MEM_KIND = {"cuda_train_max_allocated": "GPU training", "cuda_max_allocated": "GPU allocated",
+            "cpu_peak_rss": "CPU RSS"}
 MINUS = "\u2212"  # a typographic minus: "−0.4" reads as a number, "-0.4" can read as a dash
 
 
@@ -179,7 +180,8 @@ def dataset_table(groups: pd.DataFrame, reference: dict) -> str:
 
 
 def inference_table(groups: pd.DataFrame) -> str | None:
-    """The markdown table of one dataset's inference cost (size, batch-1 CPU latency, throughput); None if unmeasured."""
+    """The markdown table of one dataset's inference cost (size, batch-1 CPU latency, throughput); None if
+    unmeasured."""
     measured = groups.dropna(subset=["latency_cpu_b1_1t_ms"])
     if not len(measured):
         return None
@@ -236,15 +238,17 @@ def dataset_summary(groups: pd.DataFrame, comparisons: pd.DataFrame | None = Non
     fast = timed.loc[timed["sec_per_epoch"].idxmin()]
     top = timed.sort_values(["test_top1", "run"], ascending=[False, True]).iloc[0]
     if fast["run"] == top["run"]:
-        speed = f"**Accuracy vs time:** `{fast['run']}` is the fastest ({fmt(fast['sec_per_epoch'], kind='sec')} s/epoch)"
+        speed = (f"**Accuracy vs time:** `{fast['run']}` is the fastest "
+                 f"({fmt(fast['sec_per_epoch'], kind='sec')} s/epoch)")
         close = _within_noise_of(comparisons, top["run"])
         text = (f"{speed} and the highest in test top-1." if not close else
                 f"{speed}; in test top-1 it does not beat {', '.join(f'`{r}`' for r in close)} (within noise or "
                 "undecided: see the comparisons).")
     else:
         ratio = top["sec_per_epoch"] / fast["sec_per_epoch"]
-        text = (f"**Accuracy vs time:** the fastest run, `{fast['run']}`, takes {fmt(fast['sec_per_epoch'], kind='sec')} "
-                f"s/epoch for {100 * fast['test_top1']:.1f} %; the highest in test top-1, `{top['run']}`, takes "
+        text = (f"**Accuracy vs time:** the fastest run, `{fast['run']}`, takes "
+                f"{fmt(fast['sec_per_epoch'], kind='sec')} s/epoch for {100 * fast['test_top1']:.1f} %; the highest "
+                f"in test top-1, `{top['run']}`, takes "
                 f"{fmt(top['sec_per_epoch'], kind='sec')} s/epoch ({ratio:.1f}× as long) for "
                 f"{100 * top['test_top1']:.1f} % ({_gain(comparisons, top['run'], fast['run'])}).")
     devices = {d for d in timed["device"] if d}
@@ -292,7 +296,8 @@ def suite_metrics(groups: pd.DataFrame) -> dict:
     keys = ("test_top1", "test_macro_f1", "params", "flops_per_image")
     out = {}
     for run, row in groups.iterrows():
-        values = {k: row[k] for k in keys} | {"test_top1_ci_low": row["top1_low"], "test_top1_ci_high": row["top1_high"]}
+        interval = {"test_top1_ci_low": row["top1_low"], "test_top1_ci_high": row["top1_high"]}
+        values = {k: row[k] for k in keys} | interval
         out[run] = {k: round(float(v), 6) for k, v in values.items() if not math.isnan(v)} | {"seeds": int(row["n"])}
     return out
 
