@@ -500,15 +500,15 @@ def parse_settings(argv=None) -> tuple[Settings, argparse.Namespace]:
 
 def main(argv=None) -> None:
     settings, args = parse_settings(argv)
+    out_dir = Path(args.out)
     try:
         params = load_params(args.params)
         settings = resolve(settings, params)
         device = resolve_device(args.device or ("cpu" if args.smoke else "auto"))
-    except CnnbenchError as err:  # an unknown run or model, a bad --device: one line, exit 2
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (CnnbenchError, OSError) as err:  # an unknown run, a bad --device, an --out not writable: one line
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = {"schema": SCHEMA, "complete": False, "seconds": 0.0, "environment": environment(device),
               "settings": dataclasses.asdict(settings)}

@@ -221,6 +221,15 @@ def test_an_unknown_run_is_one_line_and_exit_2(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_an_out_that_cannot_be_made_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        gpu.main(["--smoke", "--out", str(tmp_path / "file" / "out"), "--params", str(ROOT / "params.yaml")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "file/out" in err and len(err.strip().splitlines()) == 1
+
+
 def test_every_setting_is_a_flag_and_smoke_is_a_starting_point():
     settings, args = gpu.parse_settings(["--out", "x", "--smoke", "--small-images", "128",
                                          "--sections", "throughput,ddp", "--small-models", "a,b"])
