@@ -15,8 +15,8 @@ from pathlib import Path
 # not whatever copy of cnnbench happens to be installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.door import stage_main
 from cnnbench.config import load_params
+from cnnbench.door import stage_main
 from cnnbench.files import exclusive_lock
 from cnnbench.launch import is_torchrun_child, relaunch_under_torchrun
 

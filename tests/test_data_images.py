@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import KAGGLE_CLASSES, blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, zip_tree
 from PIL import EpsImagePlugin, Image
 
 from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
@@ -21,6 +20,7 @@ from cnnbench.data.fetch import fetch_source
 from cnnbench.data.images import decode_image
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.report.data_audit import _cleaning_sentence
+from fixtures import KAGGLE_CLASSES, blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, zip_tree
 
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 200, 0), (255, 255, 255)
 

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures import TINY_RESNET
 
 from cnnbench.checkpoint import BEST
 from cnnbench.config import AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig
@@ -27,6 +26,7 @@ from cnnbench.report.tables import deployment_table
 from cnnbench.specs import parse_model_spec
 from cnnbench.stats import timing_ratio
 from cnnbench.train import train_run
+from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = Repeats(warmup=1, warmup_seconds=0.0, calls=6, min_calls=6, seconds=0.0)

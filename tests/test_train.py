@@ -8,8 +8,8 @@ process is what is tested. Nothing asserts on timings: other jobs share this mac
 
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -28,13 +28,13 @@ import yaml
 
 import cnnbench.fingerprint as fingerprint_module
 import cnnbench.train as train_module
+from cnnbench.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
 from cnnbench.config import RunConfig, TrainConfig, load_params
-from cnnbench.data.fetch import fetch_source
-from cnnbench.data.datasets import batches, random_crop_padded, random_flip, random_resized_crop
 from cnnbench.data.arrays import write_prepared
+from cnnbench.data.datasets import batches, random_crop_padded, random_flip, random_resized_crop
+from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.errors import CnnbenchError
-from cnnbench.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
 from cnnbench.evaluate import load_model
 from cnnbench.models import build_model
 from cnnbench.train import NonFiniteLoss, dropout_seed, make_schedule, train_run

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-# What a best.pt may describe before a model is built from it: the bounds of params (specs.py: the network)
-from cnnbench.limits import MAX_CLASSES, MAX_IMAGE_SIZE
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import atomic_path
+
+# What a best.pt may describe before a model is built from it: the bounds of params (specs.py: the network)
+from cnnbench.limits import MAX_CLASSES, MAX_IMAGE_SIZE
 
 LAST, BEST = "last.pt", "best.pt"  # the resumable state of the run, and its best-validation model
 TIMINGS = "timings.json"           # per-epoch wall-clock seconds, beside the checkpoints (see .dvcignore)
@@ -67,7 +68,8 @@ def load_model_checkpoint(path: str | Path, device: torch.device | str = "cpu") 
     if not (isinstance(size, int) and 4 <= size <= MAX_IMAGE_SIZE):
         raise CnnbenchError(f"{path}: image_size must be an integer in 4..{MAX_IMAGE_SIZE}; not a checkpoint "
                             f"cnnbench writes.")
-    if not (isinstance(classes, list) and 1 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes)):
+    names = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    if not (names and 1 <= len(classes) <= MAX_CLASSES):
         raise CnnbenchError(f"{path}: classes must be a list of 1..{MAX_CLASSES:,} names; not a checkpoint cnnbench "
                             f"writes.")
     if not isinstance(ckpt.spec, dict):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-from cnnbench.limits import MAX_BATCH, MAX_CLASSES, MAX_IMAGE_SIZE
 from cnnbench.door import stage_main
 from cnnbench.errors import CnnbenchError
-
+from cnnbench.limits import MAX_BATCH, MAX_CLASSES, MAX_IMAGE_SIZE
 
 # ------------------------------------------------------------------ subcommands
 
@@ -286,7 +285,8 @@ examples:
     p.add_argument("images", nargs="+", help="image files of any size and mode")
     p.add_argument("--runs-dir", default="data/runs", help="where run directories live (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--top-k", type=_int_in(1, MAX_CLASSES, "as a checkpoint may hold"), default=5, help="classes listed per image (default: %(default)s)")
+    p.add_argument("--top-k", type=_int_in(1, MAX_CLASSES, "as a checkpoint may hold"), default=5,
+                   help="classes listed per image (default: %(default)s)")
     p.set_defaults(func=_predict)
 
     for name, func, help_ in (

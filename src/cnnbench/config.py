@@ -20,8 +20,20 @@ from cnnbench.errors import ConfigError, one_line
 from cnnbench.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PAD, MAX_PROCESSES, MAX_SEED
 from cnnbench.metric_registry import METRICS
 from cnnbench.specs import ModelSpec, parse_model_spec
-from cnnbench.validation import (REPORTS_ROOT, Validated, build, check, check_name, deep_merge, is_reports_path,
-                                 load_yaml, mapping, reject_unknown, require, shown)
+from cnnbench.validation import (
+    REPORTS_ROOT,
+    Validated,
+    build,
+    check,
+    check_name,
+    deep_merge,
+    is_reports_path,
+    load_yaml,
+    mapping,
+    reject_unknown,
+    require,
+    shown,
+)
 
 SOURCE_FORMATS = ("cifar10-python", "image-csv", "image-folder", "npz")
 SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",

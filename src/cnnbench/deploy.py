@@ -20,9 +20,9 @@ import importlib
 import io
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -242,7 +242,8 @@ def _latency_keys(times: dict[tuple[str, int], np.ndarray], size_suffix: str) ->
         if threads != 1 or (runtime == "eager" and not size_suffix):  # eager at the run's size: inference.py's
             continue
         key, ms = latency_key(runtime, size_suffix), 1000 * seconds
-        out.update({f"{key}_ms": round(float(np.median(ms)), 4), f"{key}_p95_ms": round(float(np.percentile(ms, 95)), 4),
+        out.update({f"{key}_ms": round(float(np.median(ms)), 4),
+                    f"{key}_p95_ms": round(float(np.percentile(ms, 95)), 4),
                     f"{key}_samples_ms": [round(float(t), 4) for t in ms]})
     return out
 
@@ -280,7 +281,8 @@ def format_runtimes(result: dict) -> str:
     ref = result["reference"]
     header = ("model", "runtime", "threads", "median ms", "p95 ms", f"x {ref} (95% interval)")
     rows = [(r["model"], r["runtime"], str(r["threads"]), f"{r['median_ms']:.2f}", f"{r['p95_ms']:.2f}",
-             "reference" if r["model"] == ref else f"{r[f'ratio_to_{ref}']:.2f} ({r['ratio_low']:.2f}-{r['ratio_high']:.2f})")
+             "reference" if r["model"] == ref
+             else f"{r[f'ratio_to_{ref}']:.2f} ({r['ratio_low']:.2f}-{r['ratio_high']:.2f})")
             for r in result["rows"]]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]

@@ -15,18 +15,18 @@ import torch.nn.functional as F
 from cnnbench.checkpoint import BEST, ModelCheckpoint, load_model_checkpoint
 from cnnbench.class_scores import SCORES, save_scores
 from cnnbench.config import EvaluateConfig, RunConfig
-from cnnbench.specs import parse_model_spec
-from cnnbench.data.datasets import Normalize
-from cnnbench.deploy import deployment_record
 from cnnbench.data.arrays import load_prepared
+from cnnbench.data.datasets import Normalize
 from cnnbench.data.images import MAX_FILE_BYTES, Decoded, decode_image
+from cnnbench.deploy import deployment_record
 from cnnbench.device import resolve_device
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import remove_stale_dirs, write_json_atomic, write_text_atomic
 from cnnbench.inference import Precision, measure_inference
 from cnnbench.logits import split_logits
-from cnnbench.replicates import replicate_dir
 from cnnbench.models import build_model
+from cnnbench.replicates import replicate_dir
+from cnnbench.specs import parse_model_spec
 from cnnbench.stats import wilson_interval
 
 # Beside metrics.json, never in it: timings are facts of the machine, not of the model, and must
@@ -152,7 +152,8 @@ def evaluate_replicates(run: RunConfig, data_dir: str | Path, run_dir: str | Pat
     """
     seeds = run.replicate_seeds
     remove_stale_dirs(out_dir, "seed*", {replicate_dir(seed) for seed in seeds})
-    return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir, Path(out_dir) / replicate_dir(seed),
+    return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir,
+                               Path(out_dir) / replicate_dir(seed),
                                cfg, device, precision, inference=seed == seeds[0], tta=tta) for seed in seeds}
 
 

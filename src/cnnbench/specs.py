@@ -15,7 +15,6 @@ from cnnbench.limits import MAX_BLOCKS, MAX_CHANNELS, MAX_KERNEL, MAX_STRIDE, MA
 from cnnbench.validation import Validated, build, mapping, require
 
 
-
 @dataclass(frozen=True)
 class StemSpec(Validated):
     """The ResNet stem: one conv+BN+ReLU per width, then an optional 3x3/2 max-pool."""
@@ -53,7 +52,8 @@ class ResNetSpec(Validated):
             _require_positive_list(getattr(self, key), key, most)
         for key in ("widths", "strides"):
             n = len(getattr(self, key))
-            require(n == len(self.depths), key, f"must have one entry per stage ({len(self.depths)}, as depths), not {n}")
+            require(n == len(self.depths), key,
+                    f"must have one entry per stage ({len(self.depths)}, as depths), not {n}")
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,14 @@ Reads only what the train and evaluate stages wrote under the runs directory (se
 subset of runs or seeds, and any missing optional file, still renders: what is absent is left blank
 or its figure is not drawn. Modules: runs (loading), tables (markdown, sentences), compare (paired
 comparisons), figures (per dataset), pairs (datasets with classes dropped), claims (the study's
-conclusions re-tested), data_audit (what the audit stage measured); this one assembles the README. The statistics are cnnbench.stats'.
+conclusions re-tested), data_audit (what the audit stage measured); this one assembles the README. The
+statistics are cnnbench.stats'.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -18,6 +19,16 @@ from matplotlib.figure import Figure
 from cnnbench.config import ClaimConfig, DatasetConfig, ReportConfig
 from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
 from cnnbench.plotting import save_figure
+from cnnbench.report.claims import claims_section, evaluate_claims
+from cnnbench.report.compare import (
+    Comparisons,
+    comparisons_table,
+    dataset_comparisons,
+    plot_comparisons,
+    ranking_summary,
+    recipe_intervals,
+)
+from cnnbench.report.data_audit import audit_section, relative_link
 from cnnbench.report.figures import (
     confused_pairs,
     families_in,
@@ -30,14 +41,19 @@ from cnnbench.report.figures import (
     plot_per_class,
     plot_val_acc,
 )
-from cnnbench.report.claims import claims_section, evaluate_claims
-from cnnbench.report.data_audit import audit_section, relative_link
-from cnnbench.report.compare import (Comparisons, comparisons_table, dataset_comparisons, plot_comparisons,
-                                     ranking_summary, recipe_intervals)
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
-from cnnbench.report.tables import (dataset_summary, dataset_table, deployment_table, figure_markdown, group_replicates,
-                                    inference_table, interval_note, suite_metrics, suite_timings)
+from cnnbench.report.tables import (
+    dataset_summary,
+    dataset_table,
+    deployment_table,
+    figure_markdown,
+    group_replicates,
+    inference_table,
+    interval_note,
+    suite_metrics,
+    suite_timings,
+)
 
 MANY_CLASSES = 20        # above this, per-class bars and confused pairs replace the confusion matrix
 
@@ -193,7 +209,8 @@ def _dataset_figures(data: RunsData, dataset: str, groups: pd.DataFrame, cfg: Re
     """(file suffix, caption, figure or None) of every figure the dataset's section may show, in order."""
     curves = data.mean_curves()
     families = family_title(families_in(groups, cfg.family_names), cfg.family_names)
-    figures = [("val_acc", "Validation accuracy per epoch (mean over seeds)", plot_val_acc(curves, groups.index, dataset)),
+    figures = [("val_acc", "Validation accuracy per epoch (mean over seeds)",
+                plot_val_acc(curves, groups.index, dataset)),
                ("acc_vs_time", "Accuracy vs training time per epoch", plot_acc_vs_time(groups, dataset)),
                ("acc_vs_latency", "Accuracy vs batch-1 CPU latency, 1 thread (the deployment view)",
                 plot_acc_vs_latency(groups, dataset)),
@@ -210,7 +227,8 @@ def _dataset_figures(data: RunsData, dataset: str, groups: pd.DataFrame, cfg: Re
     if n_classes and n_classes > MANY_CLASSES:
         pairs = confused_pairs(predictions, run)
         return figures + [
-            ("per_class", f"Per-class test accuracy of {of}", plot_per_class(per_class, run, dataset, highlight, label)),
+            ("per_class", f"Per-class test accuracy of {of}",
+             plot_per_class(per_class, run, dataset, highlight, label)),
             ("confused_pairs", f"Most confused class pairs of {of}",
              plot_confused_pairs(pairs, run, dataset, highlight, label))]
     return figures + [("confusion", f"Test confusion matrix of {of}",
