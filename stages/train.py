@@ -34,8 +34,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     run = params.run(args.run)
-    # One trainer per run directory: the process DVC starts holds the lock (its torchrun ranks work under it).
-    with nullcontext() if is_torchrun_child() else exclusive_lock(args.run_dir, "trainer"):
+    # One trainer per run directory: the process DVC starts on node 0 (the one that writes) holds the lock; its
+    # torchrun ranks work under it, and other nodes write nothing there.
+    writer = not is_torchrun_child() and args.node_rank == 0
+    with exclusive_lock(args.run_dir, "trainer") if writer else nullcontext():
         code = relaunch_under_torchrun(params.launch, __file__, sys.argv[1:] if argv is None else argv,
                                        args.node_rank)
         if code is not None:

@@ -263,13 +263,24 @@ def test_cifar_labels_of_nested_shared_lists_are_refused_before_numpy(tmp_path):
 
 def test_a_billion_laughs_params_yaml_is_refused_without_expanding(tmp_path):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 leaves
     lines += ["sources: *a8"]
     path = tmp_path / "params.yaml"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError, match=r"not valid YAML: aliases \(\*name\) are not allowed in params.yaml") as err:
+    with pytest.raises(ConfigError, match=r"not valid YAML: its aliases expand it to 2,345,679,021 values, more "
+                                          r"than the limit of 2,000,000") as err:
         load_params(path)
     assert "\n" not in str(err.value)
+
+
+def test_aliases_within_the_bound_load_as_their_expansion(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    run = raw["runs"]["digits-resnet18"]
+    raw["runs"]["digits-twin"] = run  # yaml writes the shared mapping once, with an anchor, and an alias
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "*id001" in path.read_text()
+    assert load_params(path).run("digits-twin").train == load_params(path).run("digits-resnet18").train
 
 
 def test_a_validation_message_quotes_a_huge_value_in_a_few_characters():

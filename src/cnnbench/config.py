@@ -25,11 +25,13 @@ from cnnbench.validation import (
     Validated,
     build,
     check,
-    check_name,
+    cross_check,
     deep_merge,
     is_reports_path,
     load_yaml,
+    lookup,
     mapping,
+    named_table,
     reject_unknown,
     require,
     shown,
@@ -348,19 +350,19 @@ class Params:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def source(self, name: str) -> SourceConfig:
-        return _lookup(self.sources, name, "source")
+        return lookup(self.sources, name, "source")
 
     def dataset(self, name: str) -> DatasetConfig:
-        return _lookup(self.datasets, name, "dataset")
+        return lookup(self.datasets, name, "dataset")
 
     def model(self, name: str) -> ModelSpec:
-        return _lookup(self.models, name, "model")
+        return lookup(self.models, name, "model")
 
     def run(self, name: str) -> RunConfig:
-        return _lookup(self.runs, name, "run")
+        return lookup(self.runs, name, "run")
 
     def suite(self, name: str) -> SuiteConfig:
-        return _lookup(self.suites, name, "suite")
+        return lookup(self.suites, name, "suite")
 
     def suite_claims(self, suite: str) -> tuple[ClaimConfig, ...]:
         """The claims whose runs report `suite` renders."""
@@ -389,26 +391,26 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def parse_params(raw: dict) -> Params:
     """Validate an already-loaded params mapping (see load_params)."""
     reject_unknown(raw, SECTIONS, "")
-    sources = _table(raw, "sources", lambda n, d, w: build(SourceConfig, {"name": n, **mapping(d, w)}, w))
-    datasets = _table(raw, "datasets", lambda n, d, w: build(DatasetConfig, {"name": n, **mapping(d, w)}, w))
+    sources = named_table(raw, "sources", lambda n, d, w: build(SourceConfig, {"name": n, **mapping(d, w)}, w))
+    datasets = named_table(raw, "datasets", lambda n, d, w: build(DatasetConfig, {"name": n, **mapping(d, w)}, w))
     for name, ds in datasets.items():
-        _cross(ds.source in sources, f"datasets.{name}.source", ds.source, "source", sources)
-    models = _table(raw, "models", parse_model_spec)
+        cross_check(ds.source in sources, f"datasets.{name}.source", ds.source, "source", sources)
+    models = named_table(raw, "models", parse_model_spec)
     train_raw = mapping(raw.get("train") or {}, "train")
     train = build(TrainConfig, train_raw, "train")  # the defaults alone: a typo there is `train.<key>`
-    suites = _table(raw, "suites", lambda n, d, w: build(SuiteConfig, {"name": n, **mapping(d, w)}, w),
+    suites = named_table(raw, "suites", lambda n, d, w: build(SuiteConfig, {"name": n, **mapping(d, w)}, w),
                     required=False)
-    runs = _table(raw, "runs", lambda n, d, w: _parse_run(n, d, w, train_raw), required=False)
+    runs = named_table(raw, "runs", lambda n, d, w: _parse_run(n, d, w, train_raw), required=False)
     for name, run in runs.items():
-        _cross(run.dataset in datasets, f"runs.{name}.dataset", run.dataset, "dataset", datasets)
-        _cross(run.model in models, f"runs.{name}.model", run.model, "model", models)
-        _cross(run.suite in suites, f"runs.{name}.suite", run.suite, "suite", suites)
+        cross_check(run.dataset in datasets, f"runs.{name}.dataset", run.dataset, "dataset", datasets)
+        cross_check(run.model in models, f"runs.{name}.model", run.model, "model", models)
+        cross_check(run.suite in suites, f"runs.{name}.suite", run.suite, "suite", suites)
         augment, size = run.train.augment, datasets[run.dataset].image_size
         check(augment.crop != "pad" or augment.pad < size, f"runs.{name}.train.augment.pad",
               f"must be smaller than datasets.{run.dataset}.image_size ({size})")
     gate = build(CheckConfig, mapping(raw.get("check") or {}, "check"), "check")
     if suites:  # a project that only fetches and prepares declares no suite to gate
-        _cross(gate.suite in suites, "check.suite", gate.suite, "suite", suites)
+        cross_check(gate.suite in suites, "check.suite", gate.suite, "suite", suites)
     evaluate = mapping(raw.get("evaluate") or {}, "evaluate")
     if "tta_flip" in evaluate:
         raise ConfigError("params: evaluate.tta_flip: moved to datasets.<name>.tta (none | hflip), chosen per dataset")
@@ -427,7 +429,7 @@ def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ..
     for i, claim in enumerate(claims):
         check([c.id for c in claims].count(claim.id) == 1, f"claims[{i}].id", f"{claim.id!r} is used twice")
         for key in ("run_a", "run_b"):
-            _cross(getattr(claim, key) in runs, f"claims[{i}].{key}", getattr(claim, key), "run", runs)
+            cross_check(getattr(claim, key) in runs, f"claims[{i}].{key}", getattr(claim, key), "run", runs)
         check(runs[claim.run_a].suite == runs[claim.run_b].suite, f"claims[{i}].run_b",
               "must be in run_a's suite: a claim is re-tested in one suite's report")
     return claims
@@ -438,23 +440,3 @@ def _parse_run(name: str, raw: Any, where: str, train_defaults: dict) -> RunConf
     overrides = mapping(raw.pop("train", None) or {}, f"{where}.train")
     train = build(TrainConfig, deep_merge(train_defaults, overrides), f"{where}.train")
     return build(RunConfig, {"name": name, "train": train, **raw}, where)
-
-
-def _table(raw: dict, section: str, parse, required: bool = True) -> dict:
-    value = raw.get(section)
-    if value is None and not required:
-        return {}
-    check(isinstance(value, dict) and (bool(value) or not required), section,
-           "must be a non-empty mapping" if required else "must be a mapping")
-    return {check_name(str(name), section): parse(str(name), item, f"{section}.{name}")
-            for name, item in value.items()}
-
-
-def _cross(ok: bool, where: str, value: str, kind: str, known: dict) -> None:
-    check(ok, where, f"unknown {kind} {value!r}; known: {', '.join(known) or '(none declared)'}")
-
-
-def _lookup(table: dict, name: str, kind: str):
-    if name not in table:
-        raise ConfigError(f"params: unknown {kind} {name!r}; known: {', '.join(table) or '(none)'}")
-    return table[name]

@@ -77,19 +77,36 @@ def is_reports_path(path: str) -> bool:
 
 
 def load_yaml(text: str):
-    """YAML data from `text`, read with the safe loader and no aliases (yaml.YAMLError when it has one)."""
-    return yaml.load(text, Loader=_NoAliasLoader)
+    """YAML data from `text`, read with the safe loader; aliases (`*name`) are fine unless the document they
+    expand to exceeds MAX_YAML_VALUES (yaml.YAMLError then, before anything walks it)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_values(node, {})
+        if values > MAX_YAML_VALUES:
+            raise yaml.YAMLError(f"its aliases expand it to {values:,} values, more than the limit of "
+                                 f"{MAX_YAML_VALUES:,} (a \"billion laughs\")")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML's safe loader without aliases (`*name`): params.yaml has none (it is in the form `dvc exp run -S`
-    writes), and nested aliases expand a 1 KB file into gigabytes (the "billion laughs")."""
+# params.yaml holds about 2,000 values; a document that expands to 1,000 times that is not a params file.
+MAX_YAML_VALUES = 2_000_000
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in params.yaml",
-                                              self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+
+def _expanded_values(node, memo: dict) -> int:
+    """How many values `node` stands for once every alias is expanded (each shared node counted once per use)."""
+    if id(node) not in memo:
+        if isinstance(node, yaml.MappingNode):
+            memo[id(node)] = 1 + sum(_expanded_values(k, memo) + _expanded_values(v, memo) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            memo[id(node)] = 1 + sum(_expanded_values(v, memo) for v in node.value)
+        else:
+            memo[id(node)] = 1
+    return memo[id(node)]
 
 
 def build(cls, data: dict, where: str):
@@ -184,3 +201,26 @@ def deep_merge(base: dict, override: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def named_table(raw: dict, section: str, parse, required: bool = True) -> dict:
+    """A params section of named blocks (`runs:`, `sources:`...): each name checked (NAME_RULE), each block parsed."""
+    value = raw.get(section)
+    if value is None and not required:
+        return {}
+    check(isinstance(value, dict) and (bool(value) or not required), section,
+           "must be a non-empty mapping" if required else "must be a mapping")
+    return {check_name(str(name), section): parse(str(name), item, f"{section}.{name}")
+            for name, item in value.items()}
+
+
+def cross_check(ok: bool, where: str, value: str, kind: str, known: dict) -> None:
+    """A reference to another block (`runs.x.dataset`) that must name one of `known`."""
+    check(ok, where, f"unknown {kind} {value!r}; known: {', '.join(known) or '(none declared)'}")
+
+
+def lookup(table: dict, name: str, kind: str):
+    """`table[name]`, or a ConfigError listing the names there are."""
+    if name not in table:
+        raise ConfigError(f"params: unknown {kind} {name!r}; known: {', '.join(table) or '(none)'}")
+    return table[name]
