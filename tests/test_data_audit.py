@@ -63,6 +63,22 @@ def test_two_classes_from_one_distribution_rank_as_the_noisiest():
         assert np.array_equal(pixels, x[int(entry["id"].split("/")[1])])
 
 
+def test_a_probe_near_chance_is_called_so_in_the_json_and_the_report(tmp_path):
+    from cnnbench.report.data_audit import audit_section
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(240, 16, 16, 3), dtype=np.uint8)  # noise: nothing tells the classes apart
+    y = np.repeat(np.arange(len(CLASSES)), 40)
+    noise = audit_dataset("noise", as_prepared(x, y), AuditConfig(features="pixels")).report
+    assert noise["probe"]["near_chance"] is True and noise["probe"]["majority_share"] == pytest.approx(1 / 6, abs=1e-4)
+    assert noise["probe"]["out_of_sample_accuracy"] < 2 / 6
+    (tmp_path / "noise_audit.json").write_text(json.dumps(noise))
+    text = "\n".join(audit_section("noise", tmp_path, tmp_path))
+    assert "**The probe is near chance** (" in text and "its suspects say little about the labels" in text
+    informative = audit_dataset("twins", as_prepared(*twin_classes()), AuditConfig(features="pixels")).report
+    assert informative["probe"]["near_chance"] is False  # 5 of 6 classes separable: far above chance
+
+
 def test_features_never_download(monkeypatch):
     monkeypatch.setattr(features, "imagenet_weights_path", lambda: None)
     assert features.choose_features("auto") == "pixels"

@@ -14,7 +14,15 @@ import pytest
 import torch
 
 from cnnbench.checkpoint import BEST
-from cnnbench.config import AugmentConfig, DatasetConfig, EvaluateConfig, RunConfig, SourceConfig, TrainConfig
+from cnnbench.config import (
+    AugmentConfig,
+    DatasetConfig,
+    EvaluateConfig,
+    NearDuplicatesConfig,
+    RunConfig,
+    SourceConfig,
+    TrainConfig,
+)
 from cnnbench.data.arrays import load_prepared, write_prepared
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
@@ -37,7 +45,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(prepared digits at 16 px, a run dir with the best.pt of a 3-epoch tiny ResNet): real weights."""
     base = tmp_path_factory.mktemp("deploy")
     fetch_source(SourceConfig("digits", "sklearn:digits", "npz"), base / "raw")
-    cfg = DatasetConfig("digits", "digits", image_size=16, val_fraction=0.1, test_fraction=0.2, split_seed=0)
+    cfg = DatasetConfig("digits", "digits", image_size=16, val_fraction=0.1, test_fraction=0.2, split_seed=0,
+                        near_duplicates=NearDuplicatesConfig(max_distance=0))  # as params.yaml's digits
     write_prepared(prepare_dataset(cfg, base / "raw"), base / "prepared")
     run = RunConfig("tiny", "offline", "digits", "tiny",
                     TrainConfig(epochs=3, batch_size=64, lr=0.2, augment=AugmentConfig(pad=1, flip=False)))

@@ -29,6 +29,7 @@ from cnnbench.config import (
     AugmentConfig,
     DatasetConfig,
     EvaluateConfig,
+    NearDuplicatesConfig,
     RunConfig,
     SourceConfig,
     TrainConfig,
@@ -56,6 +57,7 @@ def raw(tmp_path_factory) -> Path:
 def _trained(raw: Path, base: Path, drop_classes: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """(prepared data dir, run dir holding best.pt) of a 3-epoch tiny run."""
     cfg = DatasetConfig("digits", "digits", image_size=8, val_fraction=0.1, test_fraction=0.2, split_seed=0,
+                        near_duplicates=NearDuplicatesConfig(max_distance=0),  # as params.yaml's digits
                         drop_classes=drop_classes)
     write_prepared(prepare_dataset(cfg, raw), base / "prepared")
     run = RunConfig("tiny", "offline", "digits", "tiny",

@@ -17,6 +17,7 @@ from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.near_duplicates import HASH_INPUT, find_near_pairs, hamming, phash_pair
 from cnnbench.data.prepare import prepare_dataset
+from cnnbench.errors import ConfigError
 from fixtures import blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, random_image
 
 ADONIS, AFRICAN, CROW = "ADONIS", "AFRICAN GIANT SWALLOWTAIL", "BLUE SPOTTED CROW"
@@ -66,9 +67,22 @@ def planted(tmp_path):
     return raw, pairs
 
 
-def dataset(remove: bool = True) -> DatasetConfig:
+def dataset(remove: bool = True, share: float = 1.0) -> DatasetConfig:
+    """The planted tree's dataset; its planted copies are 4 of 21 training images, so removal is allowed whole
+    unless `share` says otherwise (the default of params, 0.05, would stop: see the small-data guard's test)."""
     return DatasetConfig(name="ds", source="src", image_size=32, val_fraction=0.0, test_fraction=0.0,
-                         near_duplicates=NearDuplicatesConfig(remove_train_copies=remove))
+                         near_duplicates=NearDuplicatesConfig(remove_train_copies=remove, max_removed_share=share))
+
+
+def test_removal_that_would_take_more_than_max_removed_share_of_train_stops_and_names_the_setting(planted):
+    raw, _ = planted
+    with pytest.raises(ConfigError) as err:
+        prepare_dataset(dataset(share=0.05), raw, workers=1)
+    assert str(err.value).startswith(
+        "params: datasets.ds.near_duplicates: removing 4 of 21 training images (19%) as near-duplicates of held-out "
+        "images, more than max_removed_share (5%)")
+    assert "lower datasets.ds.near_duplicates.max_distance" in str(err.value)
+    assert prepare_dataset(dataset(share=0.2), raw, workers=1).report["near_duplicates"]["removed"] == 4
 
 
 def test_planted_near_copies_are_reported_and_kept_out_of_train(planted):

@@ -74,6 +74,7 @@ def write_params(directory: Path, **train) -> Path:
     params = {
         "sources": {"digits": {"uri": "sklearn:digits", "md5": None, "format": "npz"}},
         "datasets": {"digits": {"source": "digits", "image_size": 8, "val_fraction": 0.1, "test_fraction": 0.2,
+                                "near_duplicates": {"max_distance": 0},  # as params.yaml's digits
                                 "split_seed": 0, "drop_classes": []}},
         "models": {"tiny": TINY_RESNET},
         "train": {"epochs": 30, "batch_size": 512, "optimizer": "sgd", "lr": 0.4, "seed": 0},
@@ -626,3 +627,13 @@ def test_a_hostile_last_pt_is_refused_not_run(digits, tmp_path):
     assert result.returncode == 2 and not marker.exists()
     last = result.stderr.strip().splitlines()[-1]
     assert "not a cnnbench checkpoint" in last and "never code" in last and "Traceback" not in result.stderr
+
+
+def test_a_run_of_under_10_steps_per_epoch_is_warned_about(digits, tmp_path, capsys):
+    _, run, spec = tiny_run(tmp_path, epochs=1, batch_size=256)  # 1257 training images: 4 steps an epoch
+    train_in_process(digits, tmp_path / "few", run, spec)
+    assert ("warning: run tiny: 1257 training images at train.batch_size 256 make 4 steps per epoch (under 10)"
+            in capsys.readouterr().err)
+    _, run, spec = tiny_run(tmp_path / "more", epochs=1, batch_size=64)  # 19 steps: no warning
+    train_in_process(digits, tmp_path / "many", run, spec)
+    assert "steps per epoch" not in capsys.readouterr().err

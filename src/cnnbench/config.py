@@ -77,10 +77,12 @@ class NearDuplicatesConfig(Validated):
 
     max_distance: int = 8              # bits of 64 (image or its mirror); README: what 8 catches, measured
     remove_train_copies: bool = True   # drop the train copy of a val/test image's near twin
+    max_removed_share: float = 0.05    # ... but stop when that would drop more of the train split (small data)
 
     def validate(self) -> None:
         require(0 <= self.max_distance <= 32, "max_distance",
                  "must be in 0..32 (unrelated images differ in about 32 of the 64 bits)")
+        require(0 <= self.max_removed_share <= 1, "max_removed_share", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ class NonFiniteLoss(CnnbenchError):
 
 
 # ------------------------------------------------------------------ environment
+# Fewer optimizer steps per epoch than this is warned about: the data is small for the batch.
+MIN_STEPS_PER_EPOCH = 10
 
 
 def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
@@ -189,6 +191,12 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
     if len(train_y) < cfg.batch_size:
         raise CnnbenchError(f"run {run.name}: train.batch_size {cfg.batch_size} is larger than the training "
                             f"split ({len(train_y)} images); lower it.")
+    steps = len(train_y) // cfg.batch_size
+    if steps < MIN_STEPS_PER_EPOCH and env.main:
+        print(f"warning: run {run.name}: {len(train_y)} training images at train.batch_size {cfg.batch_size} make "
+              f"{steps} step{'s' if steps != 1 else ''} per epoch (under {MIN_STEPS_PER_EPOCH}): the schedule moves "
+              f"in coarse jumps and the best epoch is chosen among few updates; a smaller batch gives more steps.",
+              file=sys.stderr, flush=True)
     if not len(data.splits["val"].y):
         # The best checkpoint is chosen on validation accuracy: without a split it would be chosen on nothing.
         raise CnnbenchError(f"run {run.name}: dataset {run.dataset} has no validation split, so no epoch can be "

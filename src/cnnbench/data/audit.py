@@ -96,6 +96,9 @@ def cleaning_summary(data_report: dict) -> dict:
                                   for key, per_split in data_report.get("decoded_as_viewer", {}).items()}}
 
 
+NEAR_CHANCE_FACTOR = 2.0  # a probe under this multiple of the majority-class share is called near chance
+
+
 def audit_dataset(name: str, data: PreparedData, cfg: AuditConfig, highlight: tuple[str, ...] = (),
                   highlight_label: str = "highlighted", data_report: dict | None = None) -> AuditResult:
     """Audit every split of a prepared dataset together; returns the JSON report and the sheet's pixels.
@@ -138,13 +141,17 @@ def audit_dataset(name: str, data: PreparedData, cfg: AuditConfig, highlight: tu
                    "likely_label": classes[likely[i]], "label_quality": round(float(quality[i]), 4)}
                   for i in listed]
     ranking = class_ranking(labels, probs, classes)
+    accuracy, majority = float(np.mean(likely == labels)), float(np.bincount(labels).max() / len(labels))
     report = {
         "dataset": name,
         "images": int(len(labels)), "classes": len(classes),
         "cleaning": cleaning_summary(data_report or {}),
         "features": {"kind": kind, "dims": int(features.shape[1]), "requested": cfg.features},
         "probe": {"model": "logistic regression on standardised features", "folds": folds, "seed": cfg.seed,
-                  "out_of_sample_accuracy": round(float(np.mean(likely == labels)), 4)},
+                  "out_of_sample_accuracy": round(accuracy, 4), "majority_share": round(majority, 4),
+                  # Below twice what always answering the largest class scores, the probe barely beats chance:
+                  # its confident errors are mostly its own, and its suspects say little about the labels.
+                  "near_chance": accuracy < min(1.0, NEAR_CHANCE_FACTOR * majority)},
         "label_issues": {"count": int(len(issues)), "share": round(len(issues) / len(labels), 4),
                          "listed": suspicious},
         "class_ranking": ranking,

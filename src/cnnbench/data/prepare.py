@@ -243,7 +243,20 @@ def near_duplicates(items: list[Item], hashes: list, splits: np.ndarray, cfg: Da
                       "other": items[b].id, "other_split": str(splits[b]), "other_label": items[b].label,
                       "distance": pair.distance, "mirrored": pair.flipped, "cross_split": bool(cross),
                       "label_conflict": conflict, "action": action, "index": (a, b)})
+    _check_removed_share(len(drop), int(np.sum(splits == "train")), cfg)
     return pairs, drop
+
+
+def _check_removed_share(removed: int, train: int, cfg: DatasetConfig) -> None:
+    """Stop when near-duplicate removal would take more of the train split than max_removed_share: on small or
+    uniform images (synthetic shapes, tiny thumbnails) pHash calls unrelated images twins."""
+    opts, where = cfg.near_duplicates, f"datasets.{cfg.name}.near_duplicates"
+    if train and removed > opts.max_removed_share * train:
+        raise ConfigError(
+            f"params: {where}: removing {removed} of {train} training images ({removed / train:.0%}) as near-"
+            f"duplicates of held-out images, more than max_removed_share ({opts.max_removed_share:.0%}); pHash at "
+            f"max_distance {opts.max_distance} may be calling unrelated images twins on this data. Look at the "
+            f"pairs, then lower {where}.max_distance, or raise {where}.max_removed_share to remove them anyway.")
 
 
 def _drop(item: Item, reason: str, split: str | None = None) -> dict:

@@ -28,6 +28,11 @@ def audit_section(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[s
               f"{probe['folds']}-fold logistic-regression probe on {kind} features; the probe's out-of-sample "
               f"accuracy is {probe['out_of_sample_accuracy']:.1%}). Suspects are candidates to look at, not "
               f"proven errors.", ""]
+    if probe.get("near_chance"):
+        lines += [f"**The probe is near chance** ({probe['out_of_sample_accuracy']:.1%} against "
+                  f"{probe['majority_share']:.1%} for always answering the largest class): on these features it "
+                  f"cannot tell the classes apart, so its suspects say little about the labels. More images, or "
+                  f"`audit.features: imagenet`, give it a chance.", ""]
     if audit["highlight"]["sentence"]:
         lines += [audit["highlight"]["sentence"], ""]
     noisiest = ", ".join(f"{md_text(row['class'])} ({row['label_quality']:.3f})"
