@@ -524,3 +524,21 @@ def test_nothing_above_wrote_into_the_repository():
                             cwd=ROOT, capture_output=True, text=True).stdout
     assert "outside" not in status and "pwned" not in status
     assert not (ROOT.parent / "outside").exists()
+
+
+def test_a_worker_forked_by_a_stage_ends_by_sigterm_as_any_process_does():
+    """multiprocessing.Pool.terminate() SIGTERMs its workers. A worker that inherited the door's handler must die
+    of the signal, not unwind Python code (cleanlab's pool in the audit stage hung in join() so, once, until
+    pytest-timeout stopped it)."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+            "import multiprocessing, os, signal, time\n"
+            "from cnnbench.door import stage_main\n"
+            "def main(argv):\n"
+            "    child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
+            "    child.start(); time.sleep(0.5); os.kill(child.pid, signal.SIGTERM); child.join(20)\n"
+            "    print(child.exitcode)\n"
+            "stage_main(main)\n")
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{-signal.SIGTERM}\n", proc.stdout + proc.stderr  # killed by the signal, no traceback
+    assert "Traceback" not in proc.stderr

@@ -28,6 +28,8 @@ def stage_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequenc
     so a `dvc repro` killed with SIGKILL leaves no stage training on, orphaned, beside the next one.
     A SIGTERM unwinds the stack (its `finally` blocks remove temporary files) and exits 143.
     """
+    global _OWNER
+    _OWNER = os.getpid()
     signal.signal(signal.SIGTERM, _terminate)
     if die_with_parent:
         _die_with_parent()
@@ -62,7 +64,14 @@ class _Terminated(BaseException):
     """SIGTERM, raised where the process is, so that context managers clean up on the way out."""
 
 
+_OWNER = 0  # the process whose stack a SIGTERM unwinds; children forked from it (pools, loaders) just end
+
+
 def _terminate(signum, frame) -> None:
+    if os.getpid() != _OWNER:  # a forked worker inherited the handler: die as it would have (Pool.terminate)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise _Terminated
 
 
