@@ -190,7 +190,8 @@ def _deployment_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
             "ONNX (PyTorch's torch.export-based exporter) and run in ONNX Runtime on the CPU, fp32 and int8 "
             "(static quantization calibrated on 64 training images), batch 1, 1 thread, at the run's size and at "
             "224 px (median of interleaved timed calls). ONNX top-1 agreement is the share of test images where "
-            "the export picks PyTorch's class; int8 top-1 is the quantized model's test accuracy, fp32's beside it. "
+            "the export picks PyTorch's class; int8 top-1 is the quantized model's test accuracy, fp32's beside it "
+            "(both of the seed measured, the run's first). "
             f"For comparison, ncnn's benchmark measures MobileNetV2 faster than ResNet18 by {NCNN_RATIOS}.",
             "", table, ""]
 

@@ -38,7 +38,8 @@ INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_c
                   "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes", "load_average")
 # ... and as deployed (deploy.deployment_record): batch-1 latency per runtime and size, the exports' agreement.
 DEPLOY_KEYS = (*(f"latency_{r}_b1_1t_ms" for r in ("ort", "ort_int8", "cpu_224", "ort_224", "ort_int8_224")),
-               "onnx_top1_agreement", "onnx_max_abs_logit_diff", "int8_top1_agreement", "int8_test_top1")
+               "onnx_top1_agreement", "onnx_max_abs_logit_diff", "onnx_test_top1", "int8_top1_agreement",
+               "int8_test_top1")
 AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS + DEPLOY_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
 SEED_DIR = re.compile(r"^seed(\d+)$")

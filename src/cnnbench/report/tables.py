@@ -213,7 +213,7 @@ def deployment_table(groups: pd.DataFrame) -> str | None:
         times = [fmt(g[f"latency_{r}_b1_1t_ms"], kind="sec")
                  for r in ("cpu", "ort", "ort_int8", "cpu_224", "ort_224", "ort_int8_224")]
         cells = [_run_label(g), g["model"], *times, fmt(g["onnx_top1_agreement"], kind="pct"),
-                 f"{fmt(g['int8_test_top1'], kind='pct')} ({fmt(g['test_top1'], kind='pct')})"]
+                 f"{fmt(g['int8_test_top1'], kind='pct')} ({fmt(g['onnx_test_top1'], kind='pct')})"]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
