@@ -16,6 +16,7 @@ import csv
 import hashlib
 import http.server
 import io
+import os
 import pickle
 import socket
 import struct
@@ -422,3 +423,16 @@ def run_cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
         out, err = capsys.readouterr()
         return exit_.code, out, err
     raise AssertionError("cnnbench returned instead of exiting with a status")
+
+
+def dvc(cwd: Path, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `cwd` with this interpreter's environment first on PATH (the stages' `python`); with
+    `check`, a failure is an AssertionError showing DVC's output. PYTHONPATH is dropped: each stage puts its own
+    tree's src/ first, as in a clone."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures import TINY_RESNET
+from fixtures import TINY_RESNET, dvc
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)
@@ -82,14 +82,6 @@ def test_only_the_training_code_counts_not_what_else_is_loaded(tmp_path):
 
 
 # ------------------------------------------------------------------ through DVC
-
-
-def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PYTHONPATH", None)  # the stages run the project's own src/, as in a clone
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")

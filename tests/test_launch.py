@@ -25,8 +25,8 @@ import yaml
 from cnnbench.config import LaunchConfig
 from cnnbench.errors import ConfigError
 from cnnbench.launch import relaunch_under_torchrun, torchrun_command
-from fixtures import TINY_RESNET, make_kaggle_tree, zip_tree
-from test_pipeline import dvc, git
+from fixtures import TINY_RESNET, dvc, make_kaggle_tree, zip_tree
+from test_pipeline import git
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {"epochs": 2, "batch_size": 8, "lr": 0.1, "augment": {"pad": 1, "flip": False}}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Sequence
 
 from cnnbench.door import stage_main
@@ -179,9 +178,12 @@ def _int_in(low: int, high: int, why: str):
     return parse
 
 
-def _cpus() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _threads(text: str) -> int:
+    """--threads: an integer up to the CPUs this process may use (inference.available_cpus, read only when
+    the flag is given: the parser itself stays free of torch)."""
+    from cnnbench.inference import available_cpus
+
+    return _int_in(1, available_cpus(), "the CPUs this process may use")(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,7 +263,7 @@ examples:
     g.add_argument("--batch-size", type=_int_in(1, MAX_BATCH, "as params.yaml allows"), default=32, metavar="N",
                    help="batch of the throughput measurement, on the CPU and the GPU (default: %(default)s)")
     g = p.add_argument_group("measurement")
-    g.add_argument("--threads", type=_int_in(1, _cpus(), "the CPUs this process may use"), default=None, metavar="N",
+    g.add_argument("--threads", type=_threads, default=None, metavar="N",
                    help="the 'all threads' count of the CPU figures (default: every CPU this process may use)")
     g.add_argument("--repeats", type=_int_in(1, 10_000, "10,000 calls resolve a median to well under 1 %"),
                    default=None, metavar="N",
