@@ -425,14 +425,20 @@ def run_cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
     raise AssertionError("cnnbench returned instead of exiting with a status")
 
 
-def dvc(cwd: Path, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+def dvc(cwd: Path, *args: str, check: bool = True, timeout: float = 480) -> subprocess.CompletedProcess:
     """`dvc ARGS` in `cwd` with this interpreter's environment first on PATH (the stages' `python`); with
     `check`, a failure is an AssertionError showing DVC's output. PYTHONPATH is dropped: each stage puts its own
-    tree's src/ first, as in a clone."""
+    tree's src/ first, as in a clone. A command still running after `timeout` seconds (below pytest-timeout's
+    600, so that its output is kept) is killed, and the AssertionError shows what it printed until then."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as late:  # its stages end with it (they ask for SIGTERM when DVC dies)
+        said = [(out or b"").decode(errors="replace") if isinstance(out, bytes) else out or ""
+                for out in (late.stdout, late.stderr)]
+        raise AssertionError(f"dvc {' '.join(args)} still ran after {timeout:.0f} s:\n{said[0]}\n{said[1]}") from None
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

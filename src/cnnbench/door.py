@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from cnnbench.errors import CnnbenchError, one_line
@@ -28,9 +29,7 @@ def stage_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequenc
     so a `dvc repro` killed with SIGKILL leaves no stage training on, orphaned, beside the next one.
     A SIGTERM unwinds the stack (its `finally` blocks remove temporary files) and exits 143.
     """
-    global _OWNER
-    _OWNER = os.getpid()
-    signal.signal(signal.SIGTERM, _terminate)
+    _handle_sigterm()
     if die_with_parent:
         _die_with_parent()
     try:
@@ -64,15 +63,43 @@ class _Terminated(BaseException):
     """SIGTERM, raised where the process is, so that context managers clean up on the way out."""
 
 
-_OWNER = 0  # the process whose stack a SIGTERM unwinds; children forked from it (pools, loaders) just end
-
-
 def _terminate(signum, frame) -> None:
-    if os.getpid() != _OWNER:  # a forked worker inherited the handler: die as it would have (Pool.terminate)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
     raise _Terminated
+
+
+def _handle_sigterm() -> None:
+    """SIGTERM raises _Terminated in this process; a process forked from it (a multiprocessing pool's
+    worker, a DataLoader's) gets the default action back before it runs any code, so it just ends.
+
+    The handler is Python's: the kernel only sets a flag that the interpreter checks between bytecodes,
+    and a fork clears the child's flags. A worker SIGTERMed between its fork and that reset lost the
+    signal and waited forever on a lock its parent held (`with Pool()` terminates its workers on exit:
+    the audit stage hung about once in 50 under load). SIGTERM is therefore blocked across the fork and,
+    in the child, unblocked only once its action is the default one: a pending SIGTERM then kills it.
+    """
+    global _FORK_HOOKS
+    signal.signal(signal.SIGTERM, _terminate)
+    if not _FORK_HOOKS:
+        os.register_at_fork(before=_block_sigterm, after_in_parent=_unblock_sigterm, after_in_child=_child_sigterm)
+        _FORK_HOOKS = True
+
+
+_FORK_HOOKS = False  # registered once per process, however many entry points it runs (the tests run many)
+_MASK = threading.local()  # the forking thread's signal mask before the fork, restored after it
+
+
+def _block_sigterm() -> None:
+    _MASK.before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _unblock_sigterm() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _MASK.before)
+
+
+def _child_sigterm() -> None:
+    if signal.getsignal(signal.SIGTERM) is _terminate:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _unblock_sigterm()
 
 
 def _fail(message: str) -> None:
