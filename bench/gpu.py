@@ -72,7 +72,6 @@ import time
 import traceback
 import typing
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -90,6 +89,7 @@ from cnnbench.device import device_name, resolve_device
 from cnnbench.distributed import Dist
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import write_json_atomic, write_text_atomic
+from cnnbench.logits import tf32 as tf32_switch
 from cnnbench.models import build_model
 from cnnbench.train import configure_torch, evaluate_split, make_optimizer, make_schedule, train_one_epoch
 from gpu_report import COMPARISONS, LOOPS, VARIANTS, markdown
@@ -389,17 +389,6 @@ def load_digits(source: SourceConfig, dataset: DatasetConfig) -> Digits:
                   len(prepared.classes), dataset.image_size)
 
 
-@contextmanager
-def tf32_mode(enabled: bool):
-    """TF32 matmuls and cuDNN convolutions on or off inside the block (train.configure_torch turns them on)."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 def digits_accuracy(spec, cfg: TrainConfig, digits: Digits, device: torch.device, backend: str, tf32: bool) -> float:
     """Test accuracy after training `cfg` as train_run does (bf16 when cfg.amp on CUDA, compiled when cfg.compile)."""
     configure_torch(dataclasses.replace(cfg, deterministic=False), device)
@@ -415,7 +404,7 @@ def digits_accuracy(spec, cfg: TrainConfig, digits: Digits, device: torch.device
     net = torch.compile(model, backend=backend, dynamic=False) if cfg.compile else model
     optimizer = make_optimizer(model, cfg)
     schedule = make_schedule(optimizer, cfg, cfg.epochs * (len(train) // cfg.batch_size) + 1)
-    with tf32_mode(tf32):
+    with tf32_switch(tf32):
         for epoch in range(cfg.epochs):
             train_one_epoch(net, optimizer, schedule, train, norm, cfg, epoch, env, cuda and cfg.amp, progress=False)
         return evaluate_split(model, test, norm, env, channels_last=channels_last)["acc"]

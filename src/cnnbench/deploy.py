@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from cnnbench.errors import CnnbenchError, one_line
-from cnnbench.inference import LATENCY, Repeats, Timed, interleaved_times
+from cnnbench.inference import LATENCY, KeptThreads, Repeats, Timed, interleaved_times, latency_fields
 from cnnbench.stats import timing_ratio
 
 # The runtimes a model is timed in: eager PyTorch, ONNX Runtime fp32, ONNX Runtime int8 (static QDQ).
@@ -163,16 +163,12 @@ def latencies(models: Sequence[Deployed], image_size: int, threads: Sequence[int
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     keys = [(r, n) for r in runtimes for n in sorted(set(threads))]
     settings, owners = [], []
-    saved = torch.get_num_threads()
-    try:
-        with torch.inference_mode():
-            for i, m in enumerate(models):
-                for runtime, n in keys:
-                    settings.append(_timed(m, runtime, n, x))
-                    owners.append((i, (runtime, n)))
-            times = interleaved_times(settings, repeats)
-    finally:
-        torch.set_num_threads(saved)
+    with KeptThreads(), torch.inference_mode():
+        for i, m in enumerate(models):
+            for runtime, n in keys:
+                settings.append(_timed(m, runtime, n, x))
+                owners.append((i, (runtime, n)))
+        times = interleaved_times(settings, repeats)
     out: list[dict] = [{} for _ in models]
     for (i, key), t in zip(owners, times):
         out[i][key] = t
@@ -241,10 +237,7 @@ def _latency_keys(times: dict[tuple[str, int], np.ndarray], size_suffix: str) ->
     for (runtime, threads), seconds in times.items():
         if threads != 1 or (runtime == "eager" and not size_suffix):  # eager at the run's size: inference.py's
             continue
-        key, ms = latency_key(runtime, size_suffix), 1000 * seconds
-        out.update({f"{key}_ms": round(float(np.median(ms)), 4),
-                    f"{key}_p95_ms": round(float(np.percentile(ms, 95)), 4),
-                    f"{key}_samples_ms": [round(float(t), 4) for t in ms]})
+        out.update(latency_fields(latency_key(runtime, size_suffix), seconds))
     return out
 
 

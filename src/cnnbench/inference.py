@@ -134,7 +134,7 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class _Threads:
+class KeptThreads:
     """Restores torch's intra-op thread count on exit, whatever the measurement set it to."""
 
     def __enter__(self):
@@ -150,7 +150,7 @@ def cpu_latency(models: Sequence[nn.Module], image_size: int, threads: Sequence[
     """Seconds per batch-1 forward on the CPU, per model and thread count; every pair takes turns."""
     x = torch.randn(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     counts = sorted(set(threads))
-    with _Threads(), torch.inference_mode():
+    with KeptThreads(), torch.inference_mode():
         settings = [Timed(lambda m=m: m(x), lambda n=n: torch.set_num_threads(n)) for m in models for n in counts]
         times = iter(interleaved_times(settings, repeats))
         return [{n: next(times) for n in counts} for _ in models]
@@ -171,7 +171,7 @@ def throughput(model: nn.Module, image_size: int, batch_size: int, device: torch
         if cuda:  # kernels run asynchronously: without this the clock stops at the launch
             torch.cuda.synchronize(device)
 
-    with _Threads(), torch.inference_mode(), autocast:
+    with KeptThreads(), torch.inference_mode(), autocast:
         if threads is not None:
             torch.set_num_threads(threads)
         (seconds,) = interleaved_times([Timed(call)], repeats)
@@ -214,10 +214,7 @@ def _cost(model: nn.Module, cpu_model: nn.Module, one: np.ndarray, every: np.nda
         image_size=image_size, params=sum(p.numel() for p in cpu_model.parameters()),
         weights_bytes=weights_bytes(cpu_model), cpu=cpu_name(), threads_all=threads, load_average=load,
         latency_calls=len(one),
-        latency_cpu_b1_1t_ms=_ms(np.median(one)), latency_cpu_b1_1t_p95_ms=_ms(np.percentile(one, 95)),
-        latency_cpu_b1_all_ms=_ms(np.median(every)), latency_cpu_b1_all_p95_ms=_ms(np.percentile(every, 95)),
-        latency_cpu_b1_1t_samples_ms=tuple(_ms(t) for t in one),
-        latency_cpu_b1_all_samples_ms=tuple(_ms(t) for t in every),
+        **latency_fields("latency_cpu_b1_1t", one), **latency_fields("latency_cpu_b1_all", every),
         throughput_cpu_batch=cpu_batch,
         throughput_cpu_ips=round(throughput(cpu_model, image_size, cpu_batch, torch.device("cpu"), threads=threads), 1),
         torch=torch.__version__)
@@ -231,6 +228,12 @@ def _cost(model: nn.Module, cpu_model: nn.Module, one: np.ndarray, every: np.nda
         del gpu_model
         torch.cuda.empty_cache()
     return InferenceCost(**cost)
+
+
+def latency_fields(key: str, seconds: np.ndarray) -> dict:
+    """`KEY_ms` (median), `KEY_p95_ms` and `KEY_samples_ms` (every timed call), in ms, from seconds per call."""
+    return {f"{key}_ms": _ms(np.median(seconds)), f"{key}_p95_ms": _ms(np.percentile(seconds, 95)),
+            f"{key}_samples_ms": tuple(_ms(t) for t in seconds)}
 
 
 def _ms(seconds: float) -> float:

@@ -25,7 +25,7 @@ def split_logits(model: torch.nn.Module, images: torch.Tensor, norm: Normalize, 
     model.eval()
     device = norm.mean.device
     out = []
-    with _full_fp32():
+    with tf32(False):
         for start in range(0, len(images), batch_size):
             x = norm(images[start:start + batch_size].to(device))
             if flip:
@@ -37,10 +37,11 @@ def split_logits(model: torch.nn.Module, images: torch.Tensor, norm: Normalize, 
 
 
 @contextmanager
-def _full_fp32():
-    """TF32 off for matmuls and convolutions, restored afterwards; the CPU never uses TF32 anyway."""
+def tf32(enabled: bool):
+    """TF32 matmuls and cuDNN convolutions on or off inside the block, restored afterwards (scoring turns them
+    off; train.configure_torch turns them on; the CPU never uses TF32 anyway)."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
