@@ -131,6 +131,9 @@ CLAIM = {"id": "c", "text": "A beats B", "run_a": RUN, "run_b": "digits-mobilene
     ({"margin": 0.01}, r"claims\[0\]\.margin: applies only to a_not_worse and b_not_worse"),
     ({"better": "faster"}, r"claims\[0\]\.better: must be higher or lower"),
     ({"metrc": "test_top1"}, r"claims\[0\]\.metrc: unknown key; did you mean 'metric'"),
+    ({"run_b": "digits-resnet18_stem3", "metric": "latency_ort_b1_1t_ms", "better": "lower"},
+     r"claims\[0\]\.metric: latency_ort_b1_1t_ms is measured as deployed; "
+     r"set runs\.digits-resnet18_stem3\.deploy: true"),
 ])
 def test_a_bad_claim_names_its_field(change, message):
     error = error_of({**RAW, "claims": [{**CLAIM, **change}]})
@@ -145,6 +148,14 @@ def test_claims_load_with_defaults_and_belong_to_their_runs_suite():
     claim = parse_params({**RAW, "claims": [CLAIM]}).claims[0]
     assert (claim.metric, claim.better, claim.margin, claim.study_metric) == ("test_top1", "higher", 0.0, None)
     assert "is used twice" in error_of({**RAW, "claims": [CLAIM, CLAIM]})
+    # Eager latency needs no export; a deployed one needs both runs deployed, by the run or by evaluate.deploy.
+    eager = {**CLAIM, "run_b": "digits-resnet18_stem3", "metric": "latency_cpu_b1_1t_ms", "better": "lower"}
+    assert parse_params({**RAW, "claims": [eager]}).claims[0].run_b == "digits-resnet18_stem3"
+    deployed = {**eager, "metric": "latency_ort_224_b1_1t_ms"}
+    raw = with_change("runs.digits-resnet18_stem3.deploy", None)
+    assert parse_params({**raw, "claims": [deployed]}).run("digits-resnet18_stem3").deploy is None
+    assert "set runs.digits-resnet18.deploy: true" in error_of({**with_change("evaluate.deploy", False),
+                                                                   "claims": [deployed]})
 
 
 def test_direct_construction_validates_too():

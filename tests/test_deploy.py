@@ -27,7 +27,7 @@ from cnnbench.data.arrays import load_prepared, write_prepared
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.deploy import DEPLOY_SIZE, RUNTIMES, deploy, latencies, unavailable
-from cnnbench.evaluate import INFERENCE, evaluate_run, load_model
+from cnnbench.evaluate import INFERENCE, NOT_ASKED, evaluate_replicates, evaluate_run, load_model
 from cnnbench.inference import Repeats
 from cnnbench.report.runs import DEPLOY_KEYS
 from cnnbench.report.tables import deployment_table
@@ -133,6 +133,17 @@ def test_without_the_deploy_extra_evaluate_and_the_report_say_it_was_not_measure
     assert record["deployment_measured"] is False
     assert record["deployment_reason"] == "onnxruntime not installed (pip install -e '.[deploy]')"
     assert record["latency_cpu_b1_1t_ms"] > 0  # the eager figures are still there
+
+
+def test_a_run_that_does_not_ask_for_deployment_says_so_and_keeps_its_eager_figures(trained, tmp_path):
+    data_dir, run_dir = trained
+    (run_dir / "seed0").mkdir(exist_ok=True)
+    (run_dir / "seed0" / BEST).write_bytes((run_dir / BEST).read_bytes())
+    run = RunConfig("tiny", "offline", "digits", "tiny", TrainConfig(), seeds=(0,), deploy=False)
+    evaluate_replicates(run, data_dir, run_dir, tmp_path, EvaluateConfig(inference_cpu_batch=8), device="cpu")
+    record = json.loads((tmp_path / "seed0" / INFERENCE).read_text())
+    assert (record["deployment_measured"], record["deployment_reason"]) == (False, NOT_ASKED)
+    assert record["latency_cpu_b1_1t_ms"] > 0 and not any(key.startswith(("onnx", "int8")) for key in record)
 
 
 def test_the_deployment_table_shows_each_runtime_and_the_agreement():

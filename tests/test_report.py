@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from cnnbench.door import stage_main
+from cnnbench.evaluate import NOT_ASKED
 from cnnbench.report import render_report
 from report_fixtures import CLAIMS, DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
 
@@ -242,3 +243,20 @@ def test_stage_script_with_an_unknown_suite_exits_2_with_one_line(tmp_path):
     assert result.stderr.startswith("error: ") and "unknown suite 'nope'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     assert not (tmp_path / "reports").exists()
+
+
+def test_runs_not_measured_as_deployed_are_named_under_the_deployment_table(tmp_path):
+    runs = make_suite(tmp_path / "runs", ["digits-resnet18", "digits-resnet18_stem3", "digits-mobilenet_v2"])
+    deployed = {"deployment_measured": True, "onnx_top1_agreement": 1.0, "onnx_test_top1": 0.97,
+                "int8_test_top1": 0.96, **{f"latency_{r}_b1_1t_ms": 3.0 for r in ("ort", "ort_int8", "cpu_224",
+                                                                                     "ort_224", "ort_int8_224")}}
+    for run, extra in (("digits-resnet18", deployed), ("digits-mobilenet_v2", deployed),
+                       ("digits-resnet18_stem3", {"deployment_measured": False, "deployment_reason": NOT_ASKED})):
+        path = runs / run / "eval" / "seed0" / "inference.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}))
+    readme = render_report(runs, tmp_path / "out", REPORT_CFG, "demo", DATASETS, tmp_path / "data", []).read_text()
+    digits = section(readme, "digits")
+    deployment = digits.split("**As deployed**", 1)[1].split("\n\n**", 1)[0]
+    rows = [line.split(" |")[0] for line in deployment.splitlines() if line.startswith("| `")]
+    assert rows == ["| `digits-mobilenet_v2`", "| `digits-resnet18` (n=2, seeds 0, 1)"]
+    assert deployment.rstrip().endswith(f"\n\nNot measured as deployed: `digits-resnet18_stem3`: {NOT_ASKED}.")

@@ -243,6 +243,7 @@ class RunConfig(Validated):
     model: str
     train: TrainConfig
     seeds: tuple[int, ...] = ()  # replicates; empty means the one seed `train.seed`
+    deploy: bool | None = None   # measure it as deployed (ONNX Runtime); None: `evaluate.deploy` decides
 
     def validate(self) -> None:
         require(all(0 <= s <= MAX_SEED for s in self.seeds), "seeds", f"must be integers in 0..{MAX_SEED}")
@@ -413,25 +414,28 @@ def parse_params(raw: dict) -> Params:
     gate = build(CheckConfig, mapping(raw.get("check") or {}, "check"), "check")
     if suites:  # a project that only fetches and prepares declares no suite to gate
         cross_check(gate.suite in suites, "check.suite", gate.suite, "suite", suites)
-    evaluate = mapping(raw.get("evaluate") or {}, "evaluate")
-    if "tta_flip" in evaluate:
+    if "tta_flip" in (evaluate := mapping(raw.get("evaluate") or {}, "evaluate")):
         raise ConfigError("params: evaluate.tta_flip: moved to datasets.<name>.tta (none | hflip), chosen per dataset")
-    return Params(sources=sources, datasets=datasets, models=models, train=train,
-                  evaluate=build(EvaluateConfig, evaluate, "evaluate"),
+    evaluate = build(EvaluateConfig, evaluate, "evaluate")
+    return Params(sources=sources, datasets=datasets, models=models, train=train, evaluate=evaluate,
                   runs=runs, suites=suites, check=gate,
                   report=build(ReportConfig, mapping(raw.get("report") or {}, "report"), "report"),
-                  claims=_parse_claims(raw.get("claims") or [], runs),
+                  claims=_parse_claims(raw.get("claims") or [], runs, evaluate.deploy),
                   launch=build(LaunchConfig, mapping(raw.get("launch") or {}, "launch"), "launch"),
                   audit=build(AuditConfig, mapping(raw.get("audit") or {}, "audit"), "audit"))
 
 
-def _parse_claims(raw: Any, runs: dict[str, RunConfig]) -> tuple[ClaimConfig, ...]:
+def _parse_claims(raw: Any, runs: dict[str, RunConfig], deploy: bool) -> tuple[ClaimConfig, ...]:
     check(isinstance(raw, list), "claims", "must be a list of claims")
     claims = tuple(build(ClaimConfig, mapping(item, f"claims[{i}]"), f"claims[{i}]") for i, item in enumerate(raw))
     for i, claim in enumerate(claims):
         check([c.id for c in claims].count(claim.id) == 1, f"claims[{i}].id", f"{claim.id!r} is used twice")
         for key in ("run_a", "run_b"):
             cross_check(getattr(claim, key) in runs, f"claims[{i}].{key}", getattr(claim, key), "run", runs)
+            run = runs[getattr(claim, key)]  # a claim on an ONNX Runtime or 224 px latency needs both runs deployed
+            deployed = deploy if run.deploy is None else run.deploy
+            check(deployed or not any(s in claim.metric for s in ("_ort", "_224_")),
+                  f"claims[{i}].metric", f"{claim.metric} is measured as deployed; set runs.{run.name}.deploy: true")
         check(runs[claim.run_a].suite == runs[claim.run_b].suite, f"claims[{i}].run_b",
               "must be in run_a's suite: a claim is re-tested in one suite's report")
     return claims

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ INFERENCE = "inference.json"
 # `cnnbench predict` decodes and scores this many files at a time: 32 images at 224 px are 5 MB of
 # pixels, however many files the command names.
 PREDICT_BATCH = 32
+NOT_ASKED = "not asked for (the run's `deploy`, or else `evaluate.deploy`, is false in params.yaml)"
 
 
 def find_checkpoint(run_or_checkpoint: str, runs_dir: str | Path) -> Path:
@@ -138,6 +140,8 @@ def evaluate_run(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
         if cfg.inference and cfg.deploy:
             train = load_prepared(data_dir, splits=("train",)).splits["train"]
             record.update(deployment_record(model, ckpt.image_size, ckpt.mean, ckpt.std, (test.x, test.y), train.x))
+        elif cfg.inference:
+            record.update(deployment_measured=False, deployment_reason=NOT_ASKED)
         write_json_atomic(out_dir / INFERENCE, record)
     return metrics
 
@@ -152,6 +156,8 @@ def evaluate_replicates(run: RunConfig, data_dir: str | Path, run_dir: str | Pat
     """
     seeds = run.replicate_seeds
     remove_stale_dirs(out_dir, "seed*", {replicate_dir(seed) for seed in seeds})
+    if run.deploy is not None:
+        cfg = dataclasses.replace(cfg, deploy=run.deploy)
     return {seed: evaluate_run(Path(run_dir) / replicate_dir(seed) / BEST, data_dir,
                                Path(out_dir) / replicate_dir(seed),
                                cfg, device, precision, inference=seed == seeds[0], tta=tta) for seed in seeds}

@@ -183,9 +183,15 @@ def _deployment_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
     """The deployment table (deploy.py) under what it measures and ncnn's ratios for comparison; when no run
     measured it, the line that says why."""
     table = deployment_table(groups)
+    why_not: dict[str, list[str]] = {}  # reason -> the runs it kept from being measured
+    for run, reason in zip(runs["run"], runs["deployment_reason"]):
+        if isinstance(reason, str):
+            why_not.setdefault(reason, []).append(f"`{run}`")
     if table is None:
-        reasons = sorted({r for r in runs["deployment_reason"] if isinstance(r, str)})
-        return [f"**As deployed** (ONNX Runtime): not measured: {'; '.join(reasons)}.", ""] if reasons else []
+        return [f"**As deployed** (ONNX Runtime): not measured: {'; '.join(sorted(why_not))}.", ""] if why_not \
+            else []
+    unmeasured = [f"Not measured as deployed: {', '.join(names)}: {reason}."
+                  for reason, names in sorted(why_not.items())]
     return ["**As deployed**, measured by `evaluate` beside the eager figures: each run's best.pt exported to "
             "ONNX (PyTorch's torch.export-based exporter) and run in ONNX Runtime on the CPU, fp32 and int8 "
             "(static quantization calibrated on 64 training images), batch 1, 1 thread, at the run's size and at "
@@ -193,7 +199,7 @@ def _deployment_section(runs: pd.DataFrame, groups: pd.DataFrame) -> list[str]:
             "the export picks PyTorch's class; int8 top-1 is the quantized model's test accuracy, fp32's beside it "
             "(both of the seed measured, the run's first). "
             f"For comparison, ncnn's benchmark measures MobileNetV2 faster than ResNet18 by {NCNN_RATIOS}.",
-            "", table, ""]
+            "", table, "", *unmeasured, *([""] if unmeasured else [])]
 
 
 def _data_links(dataset: str, data_reports_dir: Path, out_dir: Path) -> list[str]:
