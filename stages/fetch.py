@@ -15,7 +15,7 @@ from cnnbench.door import stage_main
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("source", help="a name under `sources:` in params.yaml")
+    parser.add_argument("source", help="a name under `sources:` or `local_sources:` in params.yaml")
     parser.add_argument("out_dir", help="directory to (re)create, e.g. data/raw/cifar10")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)

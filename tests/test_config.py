@@ -214,3 +214,24 @@ def test_tta_is_off_for_digits_and_hflip_for_the_photo_sets():
     # param that params.yaml lacks, whatever the dataclass's default.
     assert all("tta" in ds for ds in RAW["datasets"].values())
     assert DatasetConfig(name="x", source="x", image_size=8).tta == "none"  # a mirror is an assumption: opt in
+
+
+@pytest.mark.parametrize("section, name, uri, message", [
+    ("sources", "pets", "/data/pets", r"sources\.pets\.uri: is a path on this machine: declare it under local_so"),
+    ("sources", "pets", "pets.zip", r"sources\.pets\.uri: is a path on this machine"),
+    ("local_sources", "pets", "kaggle:someone/pets", r"local_sources\.pets\.uri: is not a path on this machine"),
+    ("local_sources", "digits", "/data/digits", r"local_sources\.digits: is also a name under sources:"),
+])
+def test_a_path_is_a_local_source_and_a_download_is_not(section, name, uri, message):
+    raw = copy.deepcopy(RAW)
+    raw.setdefault(section, {})[name] = {"uri": uri, "format": "image-folder"}
+    assert re.search(message, error_of(raw)), error_of(raw)
+
+
+def test_local_sources_are_sources_to_the_datasets():
+    raw = with_change("local_sources", {"pets": {"uri": "/data/pets", "format": "image-folder"}})
+    raw["datasets"]["pets"] = {"source": "pets", "image_size": 32}
+    params = parse_params(raw)
+    assert params.source("pets").local and not params.source("digits").local
+    assert params.dataset("pets").source == "pets"
+    assert "sources: declares no source" in error_of({**RAW, "sources": {}, "local_sources": {}})

@@ -40,7 +40,7 @@ def fetched(path: Path, fmt: str, raw_dir: Path) -> Path:
 def run_prepare_stage(project: Path, raw_dir: Path) -> subprocess.CompletedProcess:
     """The real `stages/prepare.py` on `raw_dir`, in its own process, as DVC runs it."""
     repo_params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = {"sources": {"src": {"uri": "unused here", "md5": None, "format": "cifar10-python"}},
+    params = {"sources": {"src": {"uri": "https://unused.invalid/x.tgz", "md5": None, "format": "cifar10-python"}},
               "datasets": {"ds": {"source": "src", "image_size": 32}},
               "models": {"resnet18": repo_params["models"]["resnet18"]}}  # params need one model; any will do
     (project / "params.yaml").write_text(yaml.safe_dump(params))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import yaml
 from cnnbench.config import SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.readers import read_source
-from fixtures import TINY_RESNET, blob_image, jpeg_bytes
+from fixtures import TINY_RESNET, blob_image, dvc, jpeg_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "owl"]
@@ -74,7 +76,7 @@ def _stage(name: str):
 def test_a_class_folder_dataset_goes_through_every_stage(tmp_path):
     tree = class_folders(tmp_path / "pets", per_class=15)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sources"] = {"pets": {"uri": str(tree), "md5": None, "format": "image-folder"}}
+    params["sources"], params["local_sources"] = {}, {"pets": {"uri": str(tree), "md5": None, "format": "image-folder"}}
     params["datasets"] = {"pets": {"source": "pets", "image_size": 16, "val_fraction": 0.2, "test_fraction": 0.2,
                                    "split_seed": 0, "drop_classes": []}}
     params["models"] = {"tiny": TINY_RESNET}
@@ -102,3 +104,38 @@ def test_a_class_folder_dataset_goes_through_every_stage(tmp_path):
     assert [row["class"] for row in audit["class_ranking"]] and audit["images"] == 45
     metrics = json.loads(next(out.rglob("metrics.json")).read_text())
     assert 0.0 <= metrics["test_top1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_an_edit_to_a_local_source_folder_reruns_its_fetch_through_dvc(tmp_path):
+    """A folder under local_sources: is a DVC dependency of fetch_local: a class folder added to it shows in
+    `dvc status` and `dvc repro` brings it into the prepared data (under sources: DVC saw only the path string)."""
+    tree = class_folders(tmp_path / "pets", per_class=6)
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("stages", "src"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["sources"], params["local_sources"] = {}, {"pets": {"uri": str(tree), "format": "image-folder"}}
+    params["datasets"] = {"pets": {"source": "pets", "image_size": 16, "val_fraction": 0.2, "split_seed": 0,
+                                   "near_duplicates": {"max_distance": 0}}}
+    params["runs"], params["suites"], params["claims"] = {}, {}, []
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    dvc(repo, "repro", "prepare@pets")
+    assert json.loads((repo / "reports/data/pets.json").read_text())["num_classes"] == 3
+    assert "up to date" in dvc(repo, "status", "fetch_local@pets").stdout
+
+    (tree / "bat").mkdir()  # a class added to the folder
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        (tree / "bat" / f"{i:02d}.jpg").write_bytes(jpeg_bytes(blob_image(rng, 48, 48)))
+    status = dvc(repo, "status").stdout
+    assert "fetch_local@pets:" in status and f"modified:           {tree}" in status, status
+    out = dvc(repo, "repro", "prepare@pets").stdout
+    assert "Running stage 'fetch_local@pets'" in out and "Running stage 'prepare@pets'" in out, out
+    assert json.loads((repo / "reports/data/pets.json").read_text())["num_classes"] == 4
+    assert json.loads((repo / "data/prepared/pets/classes.json").read_text()) == ["bat", *CLASSES]

@@ -86,8 +86,8 @@ def project(tmp_path_factory) -> Path:
     for name in ("stages", "src"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["sources"] = {"digits": params["sources"]["digits"],
-                         "one_val": {"uri": str(archive), "format": "image-csv", "md5": None}}
+    params["sources"] = {"digits": params["sources"]["digits"]}
+    params["local_sources"] = {"one_val": {"uri": str(archive), "format": "image-csv", "md5": None}}
     params["datasets"] = {"digits": {**params["datasets"]["digits"], "image_size": 8},
                           "one_val": {"source": "one_val", "image_size": 8, "val_fraction": 0.0, "test_fraction": 0.0}}
     params["models"] = {"tiny": TINY_RESNET}

@@ -19,6 +19,7 @@ import yaml
 from cnnbench.errors import ConfigError, one_line
 from cnnbench.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PAD, MAX_PROCESSES, MAX_SEED
 from cnnbench.metric_registry import METRICS
+from cnnbench.sources import SourceConfig, parse_sources
 from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.validation import (
     REPORTS_ROOT,
@@ -37,9 +38,8 @@ from cnnbench.validation import (
     shown,
 )
 
-SOURCE_FORMATS = ("cifar10-python", "image-csv", "image-folder", "npz")
-SECTIONS = ("sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites", "report", "check",
-            "claims", "audit")
+SECTIONS = ("sources", "local_sources", "datasets", "models", "train", "evaluate", "launch", "runs", "suites",
+            "report", "check", "claims", "audit")
 AUDIT_FEATURES = ("auto", "pixels", "imagenet")
 # Test-time augmentation, per dataset: none, or class probabilities averaged with the horizontal mirror's.
 # hflip only where a mirrored image keeps its class (a butterfly, a truck; not a digit or a letter).
@@ -50,25 +50,6 @@ CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse", "a_sam
 
 
 # ------------------------------------------------------------------ data
-
-
-@dataclass(frozen=True)
-class SourceConfig(Validated):
-    """A raw source: where `fetch` gets it and how `prepare` reads it."""
-
-    name: str
-    uri: str
-    format: str
-    md5: str | None = None
-    unverified_http: bool = False  # accept http:// with no md5 (no TLS, no checksum); the fetch manifest says so
-
-    def validate(self) -> None:
-        require(self.format in SOURCE_FORMATS, "format",
-                 f"must be one of {', '.join(SOURCE_FORMATS)}, not {self.format!r}")
-        require(bool(self.uri), "uri", "must not be empty")
-        require(not self.uri.startswith("http://") or self.md5 is not None or self.unverified_http, "uri",
-                "is plain http:// with no md5: neither TLS nor a checksum protects the download. Use https://, "
-                "set `md5`, or set `unverified_http: true` to accept it (the data report records it)")
 
 
 @dataclass(frozen=True)
@@ -394,7 +375,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def parse_params(raw: dict) -> Params:
     """Validate an already-loaded params mapping (see load_params)."""
     reject_unknown(raw, SECTIONS, "")
-    sources = named_table(raw, "sources", lambda n, d, w: build(SourceConfig, {"name": n, **mapping(d, w)}, w))
+    sources = parse_sources(raw)
     datasets = named_table(raw, "datasets", lambda n, d, w: build(DatasetConfig, {"name": n, **mapping(d, w)}, w))
     for name, ds in datasets.items():
         cross_check(ds.source in sources, f"datasets.{name}.source", ds.source, "source", sources)
