@@ -321,6 +321,22 @@ def test_predict_odd_files_each_get_a_top5_or_an_error_line(ten_classes, tmp_pat
     assert parse_predictions(out).keys() == set(good)
 
 
+def test_predict_json_says_the_same_as_the_text(ten_classes, tmp_path, capsys):
+    _, run_dir = ten_classes
+    good, bad = odd_images(tmp_path / "images")
+    files = [good[0], bad[1], good[1]]
+    _, text, _ = run_cli(["predict", str(run_dir), *files, "--device", "cpu", "--top-k", "3"], capsys)
+    code, out, err = run_cli(["predict", str(run_dir), *files, "--device", "cpu", "--top-k", "3", "--json"], capsys)
+    assert code == 1, err
+    records = json.loads(out)
+    assert [r["path"] for r in records] == files and [r["error"] for r in records] == [None, "empty file", None]
+    parsed = parse_predictions(text)
+    for record in (records[0], records[2]):
+        shown = parsed[record["path"]]  # the text prints 0.01 % steps
+        assert [t["class"] for t in record["top"]] == [name for name, _ in shown]
+        assert [t["probability"] for t in record["top"]] == pytest.approx([p for _, p in shown], abs=5.1e-5)
+
+
 def test_predict_refuses_an_eps_named_jpg_and_never_renders_it(ten_classes, tmp_path, capsys, monkeypatch):
     from PIL import EpsImagePlugin
 

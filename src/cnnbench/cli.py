@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Sequence
 
+from cnnbench import __version__
 from cnnbench.door import stage_main
 from cnnbench.errors import CnnbenchError
 from cnnbench.limits import MAX_BATCH, MAX_CLASSES, MAX_IMAGE_SIZE
@@ -55,8 +57,6 @@ def _model_specs(args: argparse.Namespace) -> list:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    import json
-
     from cnnbench.device import resolve_device
     from cnnbench.inference import Precision, format_cost, format_ratios, measure_inference
     from cnnbench.models import build_model
@@ -132,7 +132,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     results = predict_files(args.run_or_checkpoint, args.images, runs_dir=args.runs_dir,
                             device=args.device, top_k=args.top_k)
-    print(format_predictions(results))
+    if args.json:
+        print(json.dumps([{"path": r.path, "error": r.error or None,
+                           "top": [{"class": name, "probability": round(prob, 6)} for name, prob in r.top]}
+                          for r in results], indent=2))
+    else:
+        print(format_predictions(results))
     return 1 if any(r.error for r in results) else 0
 
 
@@ -217,6 +222,7 @@ def _add_model_shape(parser: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnbench", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"cnnbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -268,7 +274,7 @@ examples:
     g.add_argument("--repeats", type=_int_in(1, 10_000, "10,000 calls resolve a median to well under 1 %"),
                    default=None, metavar="N",
                    help="timed batch-1 calls per thread count (default: as evaluate measures, up to 60, "
-                   "fewer when a busy machine makes them take over 1.5 s, never under 5)")
+                   "fewer when a busy machine makes them take over 1.5 s, never under 3)")
     g.add_argument("--runtime", nargs="+", choices=("eager", "onnxruntime", "onnxruntime-int8"), default=["eager"],
                    help="where batch-1 latency is measured: PyTorch eager, or the model exported to ONNX and run in "
                    "ONNX Runtime, fp32 or int8 (the deploy extra); several are measured side by side with each "
@@ -289,6 +295,8 @@ examples:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--top-k", type=_int_in(1, MAX_CLASSES, "as a checkpoint may hold"), default=5,
                    help="classes listed per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON: per image its path, top classes with their "
+                   "probabilities, and its error or null (default: text)")
     p.set_defaults(func=_predict)
 
     for name, func, help_ in (
