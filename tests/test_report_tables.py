@@ -9,6 +9,7 @@ from cnnbench.report.runs import load_runs
 from cnnbench.report.tables import (
     dataset_summary,
     dataset_table,
+    fmt,
     group_replicates,
     inference_table,
     interval_note,
@@ -127,3 +128,12 @@ def test_inference_table_shows_latency_with_its_p95_size_and_throughput(groups):
     bfly = parse_table(inference_table(groups["butterflies"]))["butterflies-resnet18-imagenet"]
     assert bfly["GPU images/s"] == "25,000 (batch 1024)"
     assert inference_table(groups["cifar10"]) is None  # not evaluated, not measured
+
+
+@pytest.mark.parametrize("value, kind, cell", [
+    (1320.4, "sec", "1,320"), (186.0, "sec", "186"), (8.4147, "sec", "8.41"), (0.95, "pct", "95.00"),
+    (1234567.0, "num", "1,234,567"), (12.345, "num", "12.3"), (0.5, "num", "0.500"), (0.0000123, "num", "0.0000123"),
+    (-0.0456, "num", "-0.0456"), (0.0, "num", "0"),
+])
+def test_cells_are_never_in_scientific_notation(value, kind, cell):
+    assert fmt(value, kind=kind) == cell

@@ -70,14 +70,23 @@ def fmt(value: float, std: float = math.nan, kind: str = "num") -> str:
     one = {
         "pct": lambda v: f"{100 * v:.2f}",
         "f1": lambda v: f"{v:.3f}",
-        "sec": lambda v: f"{v:.3g}" if v >= 100 else f"{v:.2f}",
+        "sec": lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.2f}",
         "int": lambda v: f"{v:,.0f}",
-        "num": lambda v: f"{v:.3g}",
+        "num": _three_digits,
     }[kind]
     text = one(value)
     if not math.isnan(std):
         text += f" ± {one(std)}"
     return text
+
+
+def _three_digits(v: float) -> str:
+    """Three significant digits, never in scientific notation (1,320, not 1.32e+03; 0.0000123 in full)."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.{2 - math.floor(math.log10(abs(v)))}f}"
 
 
 def fmt_top1(group: pd.Series, prose: bool = False) -> str:
