@@ -161,6 +161,50 @@ def _update_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite_runs_dir(args: argparse.Namespace) -> str:
+    """--runs-dir, else reports/runs/<suite>: --suite's, or else check.suite's (the offline suite's)."""
+    if args.runs_dir:
+        return args.runs_dir
+    from cnnbench.config import load_params
+
+    params = load_params(args.params)
+    suite = args.suite or params.check.suite
+    params.suite(suite)  # an unknown suite is named with the ones there are
+    return f"reports/runs/{suite}"
+
+
+def _results(args: argparse.Namespace) -> int:
+    from cnnbench.report.results import format_results, suite_results
+    from cnnbench.report.runs import load_runs
+
+    runs_dir = _suite_runs_dir(args)
+    data = load_runs(runs_dir)
+    if not len(data.runs):
+        raise CnnbenchError(f"results: {runs_dir} holds no run yet; run the suite first (`dvc repro report@<suite>`)")
+    results = suite_results(data)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from cnnbench.report.revisions import compare_revision, format_comparison, git
+
+    runs_dir = Path(_suite_runs_dir(args))
+    repo = Path(git(Path.cwd(), "rev-parse", "--show-toplevel").strip())
+    with tempfile.TemporaryDirectory() as scratch:
+        table, baseline = compare_revision(repo, runs_dir, args.baseline, Path(scratch))
+    if args.json:
+        rows = table.drop(columns=["a", "b"], errors="ignore").astype(object).where(table.notna(), None)
+        print(json.dumps({"baseline": args.baseline, "commit": baseline.commit, "runs": rows.to_dict("records")},
+                         indent=2, default=str))
+    else:
+        print(format_comparison(table, baseline))
+    return 0
+
+
 def _gated_runs_dir(args: argparse.Namespace, params) -> str:
     """--runs-dir, else where the pipeline writes the gated suite's per-run metrics."""
     return args.runs_dir or f"reports/runs/{params.check.suite}"
@@ -217,6 +261,12 @@ def _add_model_shape(parser: argparse.ArgumentParser):
     g.add_argument("--image-size", type=_int_in(4, MAX_IMAGE_SIZE, "as params.yaml allows"), default=32, metavar="PX",
                    help="side of the square input in pixels (default: %(default)s)")
     return g
+
+
+def _add_suite_choice(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--suite", default=None, help="a suite of params.yaml (default: check.suite, the offline one)")
+    g.add_argument("--runs-dir", default=None, help="a suite's runs folder (default: reports/runs/<suite>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +348,23 @@ examples:
     p.add_argument("--json", action="store_true", help="print JSON: per image its path, top classes with their "
                    "probabilities, and its error or null (default: text)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("results", help="the suite's runs and their verdicts in the terminal (120 columns)")
+    _add_suite_choice(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
+    p.set_defaults(func=_results)
+
+    p = sub.add_parser(
+        "compare", help="did my change help? each run now against the same run at a git revision or DVC experiment",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  cnnbench compare                          # the working tree (after dvc repro or dvc exp run) against HEAD
+  cnnbench compare --baseline main~3 --suite study
+  cnnbench compare --baseline my-exp        # a DVC experiment's name (dvc exp show lists them)""")
+    p.add_argument("--baseline", default="HEAD",
+                   help="a git revision or a DVC experiment's name to compare against (default: %(default)s)")
+    _add_suite_choice(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
+    p.set_defaults(func=_compare)
 
     for name, func, help_ in (
         ("check-metrics", _check_metrics, "fail (exit 1) when a gated metric dropped below the baseline"),
