@@ -3,14 +3,36 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup offline test test-fast repro check-metrics update-baseline bench bench-gpu
+.PHONY: setup lock offline test test-fast repro check-metrics update-baseline bench bench-gpu
 
-$(VENV)/.installed: pyproject.toml
+# The environment is requirements.lock's exact versions, then this package (editable, no further deps). It
+# is keyed on the content of the lock and pyproject.toml, not on their dates: a fresh checkout (CI's, with
+# the .venv restored from its cache) reuses an environment made from the same files instead of reinstalling.
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | sha256sum | cut -c1-16)
+
+# The lock is CPython 3.11's (CI's); another Python gets pyproject.toml's ranges, and says so.
+LOCKED_PYTHON := 3.11
+
+$(STAMP):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -e '.[test,deploy]'
+	if [ "$$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$(LOCKED_PYTHON)" ]; then \
+		$(VENV)/bin/pip install --quiet -r $(LOCK) && $(VENV)/bin/pip install --quiet --no-deps -e .; \
+	else \
+		echo "Python is not $(LOCKED_PYTHON): installing pyproject.toml's ranges, not $(LOCK)'s exact versions"; \
+		$(VENV)/bin/pip install --quiet -e '.[test,deploy]'; \
+	fi
+	rm -f $(VENV)/.installed*
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
+
+# requirements.lock made again from pyproject.toml's ranges, in a throwaway environment (a few minutes).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[test,deploy]'
+	{ sed -n '/^#/p' $(LOCK); .lock-venv/bin/pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .lock-venv
 
 # The whole offline suite (embedded digits, no network): fetch, prepare, audit, train, evaluate, report.
 offline: setup
