@@ -194,3 +194,41 @@ def test_update_baseline_refuses_a_metric_no_run_has(project, capsys):
     set_params(project, metrics=["test_top1", "nowhere"])
     code, _, err = cnnbench(project, "update-baseline", capsys)
     assert code == 2 and "nowhere" in err and not project["baseline"].exists()
+
+
+def write_seeds(root: Path, run: str, top1s: tuple[float, ...]) -> None:
+    """A run with one seed per value of top-1 (its macro-F1 0.01 below), as evaluate writes several seeds."""
+    for seed, top1 in enumerate(top1s):
+        (root / run / "eval" / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+        (root / run / "eval" / f"seed{seed}" / "metrics.json").write_text(json.dumps(
+            {"test_top1": top1, "test_macro_f1": top1 - 0.01, "num_test": 360, "num_classes": 10}))
+
+
+def test_the_gate_can_take_its_tolerance_from_the_seed_spread_the_baseline_records(project, capsys):
+    write_seeds(project["runs"], "digits-seeds", (0.97, 0.98, 0.99))  # std 0.01
+    write_seeds(project["runs"], "digits-more", (0.90, 0.92))  # std 0.0141
+    cnnbench(project, "update-baseline", capsys)
+    spread = json.loads(project["baseline"].read_text())["seed_spread"]
+    pooled = ((0.0001 * 2 + 0.0002 * 1) / 3) ** 0.5  # variances weighted by their degrees of freedom
+    assert spread["test_top1"] == {"std": pytest.approx(pooled, abs=1e-6), "dof": 3,
+                                   "runs": ["digits-more", "digits-seeds"]}
+    set_params(project, tolerance_from_seeds=True)
+    tolerance = 3 * 2 ** 0.5 * pooled  # 0.0490: two seeds' values differ by more than this 3 times in 1,000
+    write_runs(project["runs"], {"digits-resnet18": (0.97 - 0.045, 0.965)})
+    code, out, _ = cnnbench(project, "check-metrics", capsys)
+    row = next(r for r in map(str.split, out.splitlines()) if r[:2] == ["digits-resnet18", "test_top1"])
+    assert code == 0 and row[-2:] == [f"{tolerance:.4f}", "ok"]
+    write_runs(project["runs"], {"digits-resnet18": (0.97 - 0.055, 0.965)})
+    code, out, _ = cnnbench(project, "check-metrics", capsys)
+    assert code == 1 and [line.split()[:2] for line in out.splitlines() if line.endswith("DROP")] == [
+        ["digits-resnet18", "test_top1"]]
+
+
+def test_a_gate_from_seed_spread_with_no_spread_recorded_checks_nothing_and_fails(project, capsys):
+    cnnbench(project, "update-baseline", capsys)  # every run has one seed: no spread
+    assert "seed_spread" not in json.loads(project["baseline"].read_text())
+    set_params(project, tolerance_from_seeds=True)
+    code, _, err = cnnbench(project, "check-metrics", capsys)
+    assert code == 2 and "the baseline records no seed spread of test_top1, test_macro_f1" in err
+    set_params(project, tolerances={"test_top1": 0.02, "test_macro_f1": 0.03})  # explicit ones still do
+    assert cnnbench(project, "check-metrics", capsys)[0] == 0

@@ -46,13 +46,37 @@ def collect_metrics(check_cfg: CheckConfig, runs_dir: str | Path) -> dict[str, d
 
 
 def update_baseline(check_cfg: CheckConfig, runs_dir: str | Path, baseline_path: str | Path) -> Path:
-    """Write the current gated metrics as the baseline (sorted JSON, written atomically)."""
+    """Write the current gated metrics as the baseline (sorted JSON, written atomically), with each metric's seed
+    spread when a run has several seeds (what `check.tolerance_from_seeds` gates with)."""
     metrics = collect_metrics(check_cfg, runs_dir)
     absent = _absent_metrics(check_cfg, metrics)
     if absent:
         raise CnnbenchError(f"{runs_dir}: no run has the gated metric(s) {', '.join(absent)} (check.metrics); "
                             f"fix a misspelt name, or run `dvc repro report@{check_cfg.suite}` first")
-    return write_json_atomic(baseline_path, {"suite": check_cfg.suite, "metrics": metrics})
+    spread = seed_spread(metrics, check_cfg.metrics)
+    return write_json_atomic(baseline_path, {"suite": check_cfg.suite, "metrics": metrics,
+                                             **({"seed_spread": spread} if spread else {})})
+
+
+def seed_spread(metrics: dict[str, dict[str, float]], names: tuple[str, ...]) -> dict[str, dict]:
+    """Per metric, one seed's standard deviation pooled over the runs with several seeds (each run's variance
+    over its seeds, weighted by its degrees of freedom), with those runs and the degrees of freedom."""
+    by_run: dict[str, list[dict[str, float]]] = {}
+    for replicate, values in metrics.items():
+        by_run.setdefault(replicate.split("/")[0], []).append(values)  # `run/seed<k>` when a run has several
+    out = {}
+    for metric in names:
+        squares, dof, runs = 0.0, 0, []
+        for run, seeds in sorted(by_run.items()):
+            values = [v[metric] for v in seeds if metric in v]
+            if len(values) > 1:
+                mean = sum(values) / len(values)
+                squares += sum((v - mean) ** 2 for v in values)
+                dof += len(values) - 1
+                runs.append(run)
+        if dof:
+            out[metric] = {"std": round(math.sqrt(squares / dof), 6), "dof": dof, "runs": runs}
+    return out
 
 
 def load_baseline(baseline_path: str | Path) -> dict:
@@ -96,7 +120,14 @@ def check_metrics(check_cfg: CheckConfig, runs_dir: str | Path, baseline_path: s
     if absent:
         raise CnnbenchError(f"{runs_dir}: no run has the gated metric(s) {', '.join(absent)}; is check.metrics "
                             f"misspelt? A gate over a metric nobody reports would check nothing.")
-    rows = compare(check_cfg, baseline["metrics"], now)
+    spread = {m: s["std"] for m, s in (baseline.get("seed_spread") or {}).items()
+              if isinstance(s, dict) and _is_number(s.get("std")) and s["std"] >= 0}
+    unmeasured = [m for m in check_cfg.metrics if m not in spread and m not in check_cfg.tolerances]
+    if check_cfg.tolerance_from_seeds and unmeasured:
+        raise CnnbenchError(f"{baseline_path}: check.tolerance_from_seeds, but the baseline records no seed spread "
+                            f"of {', '.join(unmeasured)}: give a run of suite {check_cfg.suite!r} several seeds and "
+                            f"run `cnnbench update-baseline`, or set a tolerance")
+    rows = compare(check_cfg, baseline["metrics"], now, spread)
     if not any(r[-1] in ("ok", "DROP", "RISE", "BAD") for r in rows):
         raise CnnbenchError(f"no run is in both {baseline_path} and {runs_dir}: the gate would compare nothing; "
                             f"run `dvc repro report@{check_cfg.suite}`, or `cnnbench update-baseline` if the runs "
@@ -113,8 +144,10 @@ def check_metrics(check_cfg: CheckConfig, runs_dir: str | Path, baseline_path: s
     return failed == 0, "\n".join(lines)
 
 
-def compare(check_cfg: CheckConfig, baseline: dict, now: dict) -> list[tuple[str, ...]]:
-    """One row per (run, gated metric) present on either side: formatted cells, the verdict last."""
+def compare(check_cfg: CheckConfig, baseline: dict, now: dict,
+            spread: dict[str, float] | None = None) -> list[tuple[str, ...]]:
+    """One row per (run, gated metric) present on either side: formatted cells, the verdict last. `spread`:
+    each metric's seed std from the baseline, for `check.tolerance_from_seeds`."""
     rows = []
     for run in sorted(set(baseline) | set(now)):
         before, after = baseline.get(run, {}), now.get(run, {})
@@ -122,7 +155,7 @@ def compare(check_cfg: CheckConfig, baseline: dict, now: dict) -> list[tuple[str
             b, n = before.get(metric), after.get(metric)
             if b is None and n is None:
                 continue
-            tol = check_cfg.tolerance_for(metric)
+            tol = check_cfg.tolerance_for(metric, (spread or {}).get(metric))
             if b is None:
                 verdict, delta = "NEW", None
             elif n is None:

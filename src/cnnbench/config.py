@@ -265,6 +265,7 @@ class CheckConfig(Validated):
     metrics: tuple[str, ...] = ("test_top1",)
     tolerance: float = 0.02
     tolerances: dict[str, float] = field(default_factory=dict)  # metric -> tolerance, overriding `tolerance`
+    tolerance_from_seeds: bool = False  # instead of `tolerance`: 3 x sqrt(2) x the seed std the baseline records
 
     def validate(self) -> None:
         require(len(self.metrics) > 0, "metrics", "must name at least one metric: a gate over none checks nothing")
@@ -277,9 +278,12 @@ class CheckConfig(Validated):
                      f"is not a gated metric; check.metrics is {', '.join(self.metrics)}")
             require(math.isfinite(tol) and tol >= 0, f"tolerances.{metric}", "must be a number >= 0")
 
-    def tolerance_for(self, metric: str) -> float:
-        """The allowed absolute drop of `metric`."""
-        return float(self.tolerances.get(metric, self.tolerance))
+    def tolerance_for(self, metric: str, seed_std: float | None = None) -> float:
+        """The allowed absolute drop of `metric`: its `tolerances` entry; else, with `tolerance_from_seeds`, 3 sigma
+        of the difference between two seeds' values (3 x sqrt(2) x `seed_std`); else `tolerance`."""
+        if metric in self.tolerances or not self.tolerance_from_seeds or seed_std is None:
+            return float(self.tolerances.get(metric, self.tolerance))
+        return 3 * math.sqrt(2) * seed_std
 
 
 @dataclass(frozen=True)
