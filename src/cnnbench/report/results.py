@@ -39,8 +39,9 @@ def format_results(results: dict[str, dict]) -> str:
     blocks = []
     for dataset, found in results.items():
         runs = sorted(found["runs"], key=lambda r: (-(r["test_top1"] or -1), r["run"]))
-        rows = [(short_run_name(r["run"], dataset), ", ".join(map(str, r["seeds"])), _pct(r["test_top1"]),
-                 f"{_pct(r['top1_low'])} … {_pct(r['top1_high'])}" if r["top1_low"] is not None else "",
+        rows = [(short_run_name(r["run"], dataset), ", ".join(map(str, r["seeds"])), fmt(r["test_top1"], kind="pct"),
+                 f"{fmt(r['top1_low'], kind='pct')} … {fmt(r['top1_high'], kind='pct')}"
+                 if r["top1_low"] is not None else "",
                  fmt(r["sec_per_epoch"] if r["sec_per_epoch"] is not None else math.nan, kind="sec"))
                 for r in runs]
         lines = [f"{dataset}: {len(runs)} run{'s' if len(runs) != 1 else ''}", *text_table(
@@ -76,7 +77,3 @@ def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str
 
 def _number(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}"

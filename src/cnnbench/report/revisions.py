@@ -27,7 +27,7 @@ from cnnbench.errors import CnnbenchError
 from cnnbench.report.compare import Outcomes, pair_row, run_outcomes, verdict_words
 from cnnbench.report.results import WIDTH, text_table
 from cnnbench.report.runs import RunsData, load_runs
-from cnnbench.report.tables import points
+from cnnbench.report.tables import fmt, points
 from cnnbench.stats import GREATER, LESS, MIN_SEEDS, UNDECIDED, holm, pooled_noise, recipe_difference
 
 MAX_ARCHIVE_BYTES = 2 << 30  # a runs folder is predictions and curves: far below this
@@ -125,7 +125,8 @@ def format_comparison(table: pd.DataFrame, baseline: Baseline) -> str:
     for _, r in table.iterrows():
         compared = r["status"] == "compared"
         interval = f"{points(r['low'])} … {points(r['high'])}" if compared and not np.isnan(r["low"]) else ""
-        lines.append((r["run"], f"{r['seeds_now']} vs {r['seeds_then']}", _pct(r["top1_now"]), _pct(r["top1_then"]),
+        lines.append((r["run"], f"{r['seeds_now']} vs {r['seeds_then']}",
+                      fmt(r["top1_now"], kind="pct"), fmt(r["top1_then"], kind="pct"),
                       points(r["diff"]) if compared else "", interval,
                       _verdict(r) if compared else r["status"]))
     text = text_table(header, lines)
@@ -167,7 +168,3 @@ def _mean(outcomes: Outcomes | None) -> float:
 
 def _seeds(outcomes: Outcomes | None) -> int:
     return len(outcomes.seeds) if outcomes is not None else 0
-
-
-def _pct(value: float) -> str:
-    return "" if np.isnan(value) else f"{100 * value:.2f}"
