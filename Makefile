@@ -59,7 +59,7 @@ check-metrics: setup
 update-baseline: setup
 	cnnbench update-baseline
 
-# The three training loops on this machine's CPU, at the sizes of the README's CPU table.
+# The three training loops on this machine's CPU, at the sizes of the CPU table in docs/benchmark.md.
 bench: setup
 	python bench/throughput.py --images 4096 --batch-size 256 --epochs 2 --workers 2
 

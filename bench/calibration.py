@@ -3,7 +3,7 @@
 Each world is a two-level simulation of a recipe trained under several seeds and scored on a test
 set: every image has a difficulty (logit), every seed a global effect (its accuracy moves as a
 whole), every (seed, image) a small flip effect, and the outcome is a Bernoulli draw. Worlds are
-set at the sizes and seed spreads of the suites (README, "How a verdict is reached"):
+set at the sizes and seed spreads of the suites (docs/reading-a-comparison.md, "How a verdict is reached"):
 
     python bench/calibration.py --sims 2000
 
