@@ -14,7 +14,16 @@ STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml | sha256sum | cut
 # The lock is CPython 3.11's (CI's); another Python gets pyproject.toml's ranges, and says so.
 LOCKED_PYTHON := 3.11
 
+# The environment needs about 7 GB (PyPI's torch is the CUDA build) and pip's temporary copies on top: checked
+# first, so that a full disk is one line, not pip's Errno 28 halfway through an install.
+SETUP_FREE_GB ?= 9
+
 $(STAMP):
+	@free=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt $(SETUP_FREE_GB) ]; then \
+		echo "make setup: $$free GB free here, the environment needs $(SETUP_FREE_GB) GB (torch with its CUDA libraries); free some space, or set SETUP_FREE_GB" >&2; \
+		exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	if [ "$$($(VENV)/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$(LOCKED_PYTHON)" ]; then \
 		$(VENV)/bin/pip install --quiet -r $(LOCK) && $(VENV)/bin/pip install --quiet --no-deps -e .; \

@@ -68,3 +68,14 @@ def test_make_rebuilds_the_environment_when_the_lock_changes_and_not_when_a_chec
     plan = subprocess.run(["make", "-n", "setup"], cwd=tmp_path, capture_output=True, text=True).stdout
     assert "pip install --quiet -r requirements.lock" in plan and "--no-deps -e ." in plan
     assert (tmp_path / ".venv").is_dir()  # -n ran nothing
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_setup_on_a_disk_without_room_stops_with_one_line_and_creates_nothing(tmp_path):
+    """CI once died of pip's Errno 28 halfway through the install: too little space is now said before pip runs."""
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    done = subprocess.run(["make", "setup", "SETUP_FREE_GB=1000000"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert re.search(r"make setup: \d+ GB free here, the environment needs 1000000 GB", done.stderr), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / ".venv").exists()
