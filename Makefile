@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup lock offline test test-fast repro check-metrics update-baseline bench bench-gpu
+.PHONY: setup lock offline test test-fast repro plots check-metrics update-baseline bench bench-gpu
 
 # The environment is requirements.lock's exact versions, then this package (editable, no further deps). It
 # is keyed on the content of the lock and pyproject.toml, not on their dates: a fresh checkout (CI's, with
@@ -61,6 +61,10 @@ test-fast: setup
 # The real comparison (CIFAR-10 and the Kaggle butterflies need the network and, in practice, a GPU).
 repro: setup
 	dvc repro
+
+# Every reported suite's training curves, dvc_plots/index.html: DVC's page with Vega inline (npm), no CDN.
+plots: setup
+	cnnbench plots
 
 check-metrics: setup
 	cnnbench check-metrics

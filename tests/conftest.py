@@ -1,6 +1,8 @@
 """Shared test settings."""
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,3 +32,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         slow[item.module.__name__] = slow.get(item.module.__name__, 0) + bool(item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.module.__name__])  # stable: the order within a module is kept
+
+
+@pytest.fixture(scope="session")
+def vega_cache(tmp_path_factory) -> Path:
+    """An XDG_CACHE_HOME holding `cnnbench plots`' three npm tarballs, fetched once with npm (the npm registry
+    is reachable where CI runs; with no npm installed, the tests of the offline plots page cannot run)."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed: `cnnbench plots` takes Vega from its npm packages")
+    from cnnbench.plots_page import VEGA_PACKAGES, npm_pack
+
+    home = tmp_path_factory.mktemp("xdg")
+    folder = home / "cnnbench" / "vega"
+    folder.mkdir(parents=True)
+    for name, version, _, _ in VEGA_PACKAGES:
+        npm_pack(name, version, folder)
+    return home

@@ -7,8 +7,11 @@ only that run and the report; `dvc push`/`dvc pull` round-trip through a directo
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,9 +132,36 @@ def test_plots_show_writes_html(project):
     html = project / "plots_html" / "index.html"
     assert html.is_file(), out.stdout
     text = html.read_text()
-    # One plot per curve with every run of the suite overlaid, not one plot per run's file.
+    # One plot per curve with every run of the suite overlaid, not one plot per run's file; the plots are the
+    # report stage's, declared for each suite of params.yaml (the title names it).
     assert "Validation accuracy per epoch (offline suite)" in text
+    assert "Training loss per epoch (offline suite)" in text
     assert "digits-a" in text and "digits-b" in text
+    assert "DVC failed to load" not in out.stdout + out.stderr  # every plot this project declares exists
+
+
+def test_cnnbench_plots_page_renders_every_plot_with_no_network(project, vega_cache, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(vega_cache)}
+    done = subprocess.run([sys.executable, "-m", "cnnbench.cli", "plots", "--out", str(tmp_path / "page")],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    page = tmp_path / "page" / "index.html"
+    assert done.stdout.strip() == f"{page} (offline; opens with no network)"
+    html = page.read_text()
+    # Outside the inline scripts, nothing the browser would load: no src, no stylesheet, no remote href.
+    markup = re.sub(r"<script[^>]*>[\s\S]*?</script>", "", html)
+    assert not re.search(r"\bsrc\s*=|<link\b|@import|url\(|href\s*=\s*[\"']?(https?:)?//", markup), markup
+    # Run as a browser would (node, no network): the libraries define themselves and each plot renders.
+    shown = subprocess.run(["node", str(ROOT / "tests" / "render_plots_page.js"), str(page)],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    result = json.loads(shown.stdout)
+    assert result["defined"] == ["vega", "vegaLite", "vegaEmbed"] and result["requests"] == []
+    plots = {plot["title"]: plot for plot in result["plots"]}
+    assert set(plots) == {"Validation accuracy per epoch (offline suite)", "Training loss per epoch (offline suite)"}
+    for plot in plots.values():
+        assert plot["rows"] == 4  # 2 runs x 2 epochs, each run's seeds averaged
+        assert {"digits-a", "digits-b"} <= set(plot["text"])  # the legend names every run, whole
 
 
 def test_push_and_pull_through_a_directory_remote(project, tmp_path):

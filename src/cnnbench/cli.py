@@ -205,6 +205,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plots(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnbench.config import load_params
+    from cnnbench.plots_page import write_page
+
+    params = load_params(args.params)
+    suites = [params.suite(name) for name in args.suite] if args.suite else list(params.suites.values())
+    reported = [s for s in suites if (Path(s.dir) / "plots").is_dir()]
+    if not reported:
+        names = ", ".join(s.name for s in suites)
+        raise CnnbenchError(f"plots: no suite is reported yet ({names}); run `make offline` or "
+                            "`dvc repro report@<suite>` first")
+    page = write_page([f"{s.dir}/plots" for s in reported], Path(args.out), args.vega_packages)
+    absent = [s.name for s in suites if s not in reported]
+    if absent:
+        print(f"not plotted, not reported yet: {', '.join(absent)}")
+    print(f"{page} ({', '.join(s.name for s in reported)}; opens with no network)")
+    return 0
+
+
 def _gated_runs_dir(args: argparse.Namespace, params) -> str:
     """--runs-dir, else where the pipeline writes the gated suite's per-run metrics."""
     return args.runs_dir or f"reports/runs/{params.check.suite}"
@@ -233,6 +254,14 @@ def _threads(text: str) -> int:
     from cnnbench.inference import available_cpus
 
     return _int_in(1, available_cpus(), "the CPUs this process may use")(text)
+
+
+def _existing_dir(text: str):
+    from pathlib import Path
+
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    return Path(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -365,6 +394,18 @@ examples:
     _add_suite_choice(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser(
+        "plots", help="every reported suite's training curves as one HTML page that needs no network",
+        description="`dvc plots show` with Vega, Vega-Lite and vega-embed inline (from their npm packages, "
+                    "fetched once with npm into ~/.cache/cnnbench/vega) instead of loaded from a CDN.")
+    p.add_argument("--suite", action="append", default=None,
+                   help="a suite of params.yaml; repeat for several (default: every suite that has a report)")
+    p.add_argument("--out", default="dvc_plots", help="folder of the page, index.html (default: %(default)s)")
+    p.add_argument("--vega-packages", type=_existing_dir, default=None,
+                   help="a folder with the npm tarballs (vega-5.33.1.tgz, vega-lite-5.23.0.tgz, "
+                        "vega-embed-6.29.0.tgz) for a machine without npm (default: fetch them with npm)")
+    p.set_defaults(func=_plots)
 
     for name, func, help_ in (
         ("check-metrics", _check_metrics, "fail (exit 1) when a gated metric dropped below the baseline"),

@@ -83,7 +83,9 @@ def render_report(runs_dir: str | Path, out_dir: str | Path, report_cfg: ReportC
     groups = recipe_intervals(group_replicates(data.runs), book)
     write_json_atomic(out_dir / "metrics.json", suite_metrics(groups))
     write_json_atomic(out_dir / "timings.json", suite_timings(groups))
-    write_text_atomic(out_dir / "plots" / "curves.csv", curves_table(data).to_csv(index=False))
+    table = curves_table(data)
+    for curve in PLOTTED_CURVES:  # one file per curve: dvc.yaml declares each as the report stage's plot
+        write_text_atomic(out_dir / "plots" / f"{curve}.csv", table[["run", "epoch", curve]].to_csv(index=False))
     readme = _readme(suite_name, runs_dir, sections, data.runs["run"].nunique())
     return write_text_atomic(out_dir / "README.md", readme)
 
@@ -261,6 +263,10 @@ def _shown_replicate(groups: pd.DataFrame, data: RunsData) -> tuple[str, int] | 
         return None
     run = candidates.sort_values(["test_top1", "run"], ascending=[False, True]).iloc[0]["run"]
     return run, int(rows.loc[rows["run"] == run, "seed"].min())
+
+
+# the curves `dvc plots show` (and `cnnbench plots`) overlay per suite, every run on one plot
+PLOTTED_CURVES = ("val_acc", "train_loss")
 
 
 def curves_table(data: RunsData) -> pd.DataFrame:
