@@ -50,7 +50,7 @@ WORDS_ONLY = [
      '"""One pass over the training data.\n\n    Returns the summed loss, correct and seen counts.\n    """'),
     ("cnnbench/train.py", "NAN_CHECK_EVERY = 50\n", "NAN_CHECK_EVERY = (  # a comment inside\n    50\n)\n"),
 ]
-CODE_EDIT = ("cnnbench/train.py", "PROGRESS_MIN_STEPS = 50 ", "PROGRESS_MIN_STEPS = 49 ")  # behaviour: when a bar shows
+CODE_EDIT = ("cnnbench/train.py", "PROGRESS_DELAY = 5 ", "PROGRESS_DELAY = 6 ")  # behaviour: when a bar shows
 
 
 def test_an_edit_to_words_alone_keeps_the_fingerprint(tmp_path):

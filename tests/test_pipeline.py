@@ -218,7 +218,8 @@ def test_going_back_to_the_committed_lock_keeps_every_checkpoint(project):
 
 
 def _train_lines(out: str) -> list[str]:
-    return [line for line in out.splitlines() if line.startswith("epoch ")]
+    """The lines of trained epochs, each naming its run and seed: `digits-b seed 2  epoch   1/2  train loss ...`."""
+    return [line for line in out.splitlines() if re.match(r"\S+ seed \d+  epoch +\d+/\d+  train loss", line)]
 
 
 def test_adding_a_seed_trains_exactly_one_new_model_and_removing_it_retrains_nothing(project):
@@ -232,7 +233,8 @@ def test_adding_a_seed_trains_exactly_one_new_model_and_removing_it_retrains_not
         params["runs"]["digits-b"]["seeds"] = [1, 2]
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
         added = dvc(project, "repro", "train@digits-b").stdout
-        assert len(_train_lines(added)) == epochs, added  # one model's epochs: seed 2's
+        assert len(_train_lines(added)) == epochs, added  # one model's epochs: seed 2's, and they say so
+        assert all(line.startswith("digits-b seed 2  epoch ") for line in _train_lines(added)), added
         assert "seed1: already trained with these params, data and code" in added
         assert seed1.stat().st_mtime_ns == before
         assert (project / "data" / "runs" / "digits-b" / "seed2" / "best.pt").is_file()

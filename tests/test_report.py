@@ -260,3 +260,19 @@ def test_runs_not_measured_as_deployed_are_named_under_the_deployment_table(tmp_
     rows = [line.split(" |")[0] for line in deployment.splitlines() if line.startswith("| `")]
     assert rows == ["| `digits-mobilenet_v2`", "| `digits-resnet18` (n=2, seeds 0, 1)"]
     assert deployment.rstrip().endswith(f"\n\nNot measured as deployed: `digits-resnet18_stem3`: {NOT_ASKED}.")
+
+
+def test_timings_of_a_run_trained_on_a_busy_machine_carry_a_warning(tmp_path):
+    runs = make_suite(tmp_path / "runs", ["digits-resnet18", "digits-mobilenet_v2"])
+    quiet = render_report(runs, tmp_path / "quiet", REPORT_CFG, "demo", DATASETS, tmp_path / "data", []).read_text()
+    assert "busy machine" not in quiet
+    # One seed of resnet18 trained while the 1-minute load average reached 3.4 on the 2 CPUs it recorded.
+    path = runs / "digits-resnet18" / "train" / "seed1" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "train_load_max": 3.4}))
+    digits = section(render_report(runs, tmp_path / "busy", REPORT_CFG, "demo", DATASETS, tmp_path / "data",
+                                   []).read_text(), "digits")
+    parts = digits.split("\n\n")
+    after_table = parts[next(i for i, part in enumerate(parts) if part.startswith("| run")) + 1]
+    assert after_table.startswith("**Warning: timed on a busy machine.** The load average went above the CPUs while "
+                                  "training `digits-resnet18` (load up to 3.4 on 2 CPUs): ")
+    assert "digits-mobilenet_v2" not in after_table

@@ -41,7 +41,7 @@ from cnnbench.train import NonFiniteLoss, dropout_seed, make_schedule, train_run
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb", "epoch_seconds"}
+TIMING_KEYS = {"sec_per_epoch", "train_seconds", "images_per_sec", "peak_mem_mb", "epoch_seconds", "train_load_max"}
 SUMMARY_KEYS = {"best_val_acc", "final_val_acc", "sec_per_epoch", "images_per_sec", "peak_mem_mb",
                 "peak_mem_kind", "resident_data_mb", "params", "flops_per_image", "device", "epochs"}
 PLOTS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_seconds")
@@ -165,6 +165,8 @@ def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(digits, 
     assert metrics["epochs"] == run.train.epochs == 3 and metrics["world_size"] == 1
     assert metrics["params"] == sum(p.numel() for p in build_model(spec, 10, 8).parameters())
     assert metrics["flops_per_image"] > 0 and metrics["peak_mem_mb"] > 0
+    # What the report's busy-machine warning reads: the machine's load while training, and its CPUs.
+    assert metrics["cpus"] == os.cpu_count() and 0 <= metrics["train_load_max"] < 1000
     arrays = [np.load(digits / f"{split}_{part}.npy") for split in ("train", "val") for part in "xy"]
     resident = sum(a.size * (1 if a.dtype == np.uint8 else 8) for a in arrays)  # labels live as int64
     assert metrics["resident_data_mb"] == round(resident / 2**20, 1)

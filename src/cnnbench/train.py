@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import resource
 import statistics
 import sys
@@ -42,7 +43,7 @@ from cnnbench.weights import load_pretrained
 # the end of the epoch); on the CPU it is nearly free (under DDP one scalar all-reduce beside the
 # gradients') and checked every step.
 NAN_CHECK_EVERY = 50
-PROGRESS_MIN_STEPS = 50  # epochs shorter than this get no progress bar: it would only flicker
+PROGRESS_DELAY = 5  # seconds into an epoch before its progress bar shows: a short epoch's line is progress enough
 
 
 class NonFiniteLoss(CnnbenchError):
@@ -112,7 +113,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_step
 
 
 def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normalize, cfg: TrainConfig,
-                    epoch: int, env: Dist, amp: bool, progress: bool) -> dict:
+                    epoch: int, env: Dist, amp: bool, progress: bool, label: str = "") -> dict:
     """One pass over the training split; returns summed loss, correct and seen counts."""
     model.train()
     order = epoch_order(len(data), cfg.seed, epoch, data.images.device)
@@ -122,8 +123,8 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
     correct = torch.zeros((), device=env.device, dtype=torch.long)
     seen = 0
     steps = len(data) // cfg.batch_size
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", unit="step", leave=False, mininterval=5,
-               disable=not (progress and env.main and steps >= PROGRESS_MIN_STEPS), file=sys.stderr)
+    bar = tqdm(total=steps, desc=f"{label}epoch {epoch + 1}", unit="step", leave=False, mininterval=5,
+               delay=PROGRESS_DELAY, disable=not (progress and env.main), file=sys.stderr)
     for step, idx in enumerate(batches(order, cfg.batch_size, env.rank, env.world)):
         x = augment(norm(data.images[idx]), cfg.augment, gen)
         y = data.labels[idx]
@@ -249,7 +250,8 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         if cuda:
             torch.cuda.reset_peak_memory_stats(env.device)
         start = time.perf_counter()
-        stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress)
+        stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress,
+                                label=f"{run.name} seed {cfg.seed} ")
         _sync(env)
         seconds = time.perf_counter() - start
         peak_mb = _training_peak_mb(env, resident_bytes)  # before evaluation, whose batches are larger
@@ -265,7 +267,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         history.append(row)
         # The first epoch of every process pays for warm-up (autotuning, compilation, allocator growth).
         timings.append({"epoch": epoch + 1, "epoch_seconds": seconds, "images_per_sec": stats["images"] / seconds,
-                        "warmup": epoch == state.epoch, "peak_mem_mb": peak_mb})
+                        "warmup": epoch == state.epoch, "peak_mem_mb": peak_mb, "load_average": _load_average()})
         improved = val["acc"] > best_acc
         best_acc = max(best_acc, val["acc"])
         if env.main:
@@ -279,7 +281,7 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
                 epoch=epoch + 1, weights=model.state_dict(), optimizer=optimizer.state_dict(),
                 schedule=schedule.state_dict(), history=history, best_val_acc=best_acc,
                 config_hash=fingerprint), run_dir / LAST)
-            print(_epoch_line({**row, **timings[-1]}, cfg.epochs), flush=True)
+            print(f"{run.name} seed {cfg.seed}  " + _epoch_line({**row, **timings[-1]}, cfg.epochs), flush=True)
 
     in_sync = ranks_in_sync(model, env)
     summary_metrics = _summary(history, timings, summary, env, in_sync, resident_bytes)
@@ -324,6 +326,7 @@ def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist,
     measured = [t for t in timings if "peak_mem_mb" in t]  # rows of an older run resumed here have none
     peak = max(t["peak_mem_mb"] for t in [t for t in measured if not t.get("warmup")] or measured)
     kind = "cuda_train_max_allocated" if env.device.type == "cuda" else "cpu_peak_rss"
+    loads = [t["load_average"] for t in timings if t.get("load_average") is not None]
     out = {
         "best_val_acc": max(row["val_acc"] for row in history),
         "final_val_acc": history[-1]["val_acc"],
@@ -338,6 +341,10 @@ def _summary(history: list[dict], timings: list[dict], model_summary, env: Dist,
         "device": device_name(env.device),
         "world_size": env.world,
         "epochs": len(history),
+        # The machine's 1-minute load average at the end of each epoch, at its highest, and its CPUs: above them,
+        # other work shared the CPUs and the timings above are inflated (the report warns).
+        "train_load_max": round(max(loads), 2) if loads else None,
+        "cpus": os.cpu_count(),
     }
     if env.world > 1:
         out["ranks_in_sync"] = in_sync
@@ -365,6 +372,14 @@ def _write_live(live_dir: Path, run: RunConfig, family: str, history: list[dict]
                 live.log_metric("epoch_seconds", round(seconds[row["epoch"]], 4))
             live.next_step()
         live.summary.update(summary)
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (all its CPUs'), where the OS reports one."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -44,6 +44,7 @@ from cnnbench.report.figures import (
 from cnnbench.report.pairs import find_dataset_pairs, pairs_section
 from cnnbench.report.runs import RunsData, load_runs
 from cnnbench.report.tables import (
+    busy_training_warning,
     dataset_summary,
     dataset_table,
     deployment_table,
@@ -129,6 +130,9 @@ def _dataset_section(data: RunsData, book: Comparisons, dataset: str, fig_dir: P
     if links:
         lines += ["Data: " + " · ".join(links), ""]
     lines += [dataset_table(groups, cfg.reference), ""]
+    busy = busy_training_warning(replicates)
+    if busy:
+        lines += [busy, ""]
     note = interval_note(groups)
     if note:
         lines += [note, ""]

@@ -298,6 +298,22 @@ def accuracy_metric(groups: pd.DataFrame) -> tuple[str, str]:
     return "best_val_acc", "best validation accuracy"
 
 
+def busy_training_warning(replicates: pd.DataFrame) -> str:
+    """The warning under a timings table when a run trained on a busy machine: the 1-minute load average, read at
+    the end of each epoch (train/metrics.json: train_load_max), went above the machine's CPUs (cpus). Empty when
+    none did, or when the runs recorded no load (older runs, or an OS without a load average)."""
+    if not {"train_load_max", "cpus"} <= set(replicates.columns):
+        return ""
+    busy = replicates[replicates["train_load_max"] > replicates["cpus"]]
+    if not len(busy):
+        return ""
+    worst = busy.groupby("run").agg(load=("train_load_max", "max"), cpus=("cpus", "max"))
+    named = ", ".join(f"`{run}` (load up to {row.load:.1f} on {row.cpus:.0f} CPUs)" for run, row in worst.iterrows())
+    return (f"**Warning: timed on a busy machine.** The load average went above the CPUs while training {named}: "
+            "other work shared the CPUs, so their s/epoch, training time and images/s are inflated and do not "
+            "compare with the other runs'. Retrain on a quiet machine before comparing timings.")
+
+
 def suite_metrics(groups: pd.DataFrame) -> dict:
     """Per-run numbers a comparison needs, for `dvc metrics show` and `dvc exp show` (the report's metrics.json):
     test accuracy with its 95 % interval, macro-F1, params, FLOPs and the number of seeds. Wall-clock
