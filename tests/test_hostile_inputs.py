@@ -1,6 +1,6 @@
 """The threat model, input by input: what a hostile but fair user can hand cnnbench, and what it does.
 
-Trusted: the code, dvc.yaml, and params.yaml (which is code: README, "Threat model"). Refused with
+Trusted: the code, dvc.yaml, and params.yaml (which is code: docs/trust.md). Refused with
 one line and exit 2, before it runs, escapes or allocates: names and paths in params.yaml that could
 reach a shell or leave the repository; sources that are not regular files or folders of their own;
 zips, CSVs, pickles, YAML and checkpoints whose declared sizes no dataset or model has; sizes past

@@ -19,8 +19,9 @@ SIMS = 1000
 # The A/A rate may exceed 5 % by Monte-Carlo error only: 2.33 standard errors of a binomial rate (1 % one-sided).
 BOUND = 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / SIMS)
 # Power on a planted logit shift of 1.0 (about 1 point of accuracy on digits, 4 on the butterflies, 2 on
-# CIFAR-10), 3 seeds a side; measured with 2,000 draws: 13 %, 52 % and 100 % (README). The floors sit
-# about three Monte-Carlo standard errors below, and above the 5 % a rule that never decides would pass with.
+# CIFAR-10), 3 seeds a side; measured with 2,000 draws: 13 %, 52 % and 100 % (docs/reading-a-comparison.md).
+# The floors sit about three Monte-Carlo standard errors below, and above the 5 % a rule that never decides
+# would pass with.
 POWER_FLOOR = {"digits": 0.07, "butterflies": 0.42, "cifar10": 0.95}
 
 

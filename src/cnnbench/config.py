@@ -56,7 +56,7 @@ CLAIM_DIRECTIONS = ("a_better", "b_better", "a_not_worse", "b_not_worse", "a_sam
 class NearDuplicatesConfig(Validated):
     """Near-duplicate detection in `prepare`: pHash distance threshold and what to do across splits."""
 
-    max_distance: int = 8              # bits of 64 (image or its mirror); README: what 8 catches, measured
+    max_distance: int = 8              # bits of 64 (image or its mirror); docs/datasets.md: what 8 catches
     remove_train_copies: bool = True   # drop the train copy of a val/test image's near twin
     max_removed_share: float = 0.05    # ... but stop when that would drop more of the train split (small data)
 

@@ -1,6 +1,6 @@
 """Model variants as data: specs parsed from params.yaml, and one builder per family.
 
-Choices behind the registered variants (quoted by the README):
+Choices behind the registered variants (quoted by docs/models.md):
 
 - `resnet18` is exactly torchvision's ImageNet ResNet18 (7x7/2 stem, 3x3/2 max-pool, four
   stages of two basic blocks); its state dict maps one-to-one onto torchvision's, so the

@@ -6,7 +6,7 @@ on a fresh draw of test images. Trained twice with different seeds, one and the 
 differs by more than test-image sampling explains: every seed carries a run-level effect (its
 accuracy moves as a whole) on top of per-image flips. A test that resamples images only is blind to
 the first and calls "A beats B" on a same-recipe pair about one time in five (measured on digits,
-README). So a difference is modelled as a crossed random-effects design, seeds x images:
+docs/reading-a-comparison.md). So a difference is modelled as a crossed random-effects design, seeds x images:
 
     y[r, s, i] = mu_r + a[r, i] (image difficulty) + b[r, s] (seed) + e[r, s, i] (flip)
 

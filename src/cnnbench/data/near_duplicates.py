@@ -5,7 +5,7 @@ a resize of a few percent and a small crop or shift move few of its 64 bits, whi
 photos differ in about half. A horizontal flip changes the odd frequencies' signs, so each image is
 hashed twice, as is and mirrored, and a pair's distance is the smaller of the two Hamming distances.
 What the default threshold catches, measured on tests/test_near_duplicates.py's fixtures, is in
-the README.
+docs/datasets.md.
 
 The hash is imagehash.phash's computation written out with scipy (imagehash is not on the GPU
 machine's image, and prepare is on bench/gpu.py's path); tests/test_near_duplicates.py holds it to

@@ -263,7 +263,7 @@ def _drop(item: Item, reason: str, split: str | None = None) -> dict:
     return {"id": item.id, "split": split or item.split, "label": item.label, "reason": reason}
 
 
-# Decoded's flags -> the data report's names for them (README: Data).
+# Decoded's flags -> the data report's names for them (docs/datasets.md).
 VIEWER_FIXES = {"oriented": "rotated_by_exif", "composited": "composited_on_background",
                 "rescaled": "rescaled_to_8_bits"}
 

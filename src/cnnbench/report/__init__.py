@@ -21,6 +21,7 @@ from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
 from cnnbench.plotting import save_figure
 from cnnbench.report.claims import claims_section, evaluate_claims
 from cnnbench.report.compare import (
+    VERDICT_RULE_DOC,
     Comparisons,
     comparisons_table,
     dataset_comparisons,
@@ -107,7 +108,7 @@ def _readme(suite: str, runs_dir, sections: list[str], n_runs: int) -> str:
              "trained with several seeds is one row: the mean over its seeds (n). Test top-1 comes with its 95 % "
              "interval, and runs scored on the same test images are compared as recipes, over their seeds and the "
              "test images: a run is said to beat another only with at least 3 seeds a side and a Holm-adjusted "
-             "p-value under 0.05 (README, \"How a verdict is reached\"). Peak memory is the GPU's "
+             f"p-value under 0.05 ({VERDICT_RULE_DOC}). Peak memory is the GPU's "
              "peak allocation on CUDA and the process's peak RSS on CPU, so the two kinds do not compare.", ""]
     return "\n".join(head + sections).rstrip() + "\n"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import pandas as pd
 
 from cnnbench.config import ClaimConfig, DatasetConfig
-from cnnbench.report.compare import Comparisons
+from cnnbench.report.compare import VERDICT_RULE_DOC, Comparisons
 from cnnbench.report.pairs import dropped_classes, shared_class_comparison, shared_differences
 from cnnbench.report.runs import RunsData
 from cnnbench.report.tables import MINUS, fmt, points
@@ -232,7 +232,7 @@ def claims_section(results: list[ClaimResult]) -> str:
               "otherwise, and *undecided* when a run has fewer than 3 seeds (a control, *a_same*: one recipe under two "
               "sets of seeds, passes when found within noise): accuracy and s/epoch vary from seed to "
               "seed, and a verdict needs that spread measured. Accuracy: the two recipes over training seeds and "
-              "test images (seeds × images, README \"How a verdict is reached\"); s/epoch: Welch's t over seeds; "
+              f"test images (seeds × images, {VERDICT_RULE_DOC}); s/epoch: Welch's t over seeds; "
               "a latency: a bootstrap over the repeated timed calls of each run's evaluate (measured in separate "
               "stages, so a load on the machine at one moment shows; `cnnbench cost` measures side by side). "
               "*detectable* is the smallest difference the seeds and test images at hand would detect with 80 % "

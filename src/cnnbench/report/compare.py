@@ -37,6 +37,9 @@ from cnnbench.stats import (
     seeds_needed,
 )
 
+# Where the verdict rule is explained, as the report and the CLI cite it.
+VERDICT_RULE_DOC = 'docs/reading-a-comparison.md, "How a verdict is reached"'
+
 COLUMNS = ["a", "b", "diff", "low", "high", "pvalue", "p_holm", "verdict", "undecided", "detectable", "seeds_needed",
            "images", "seeds_a", "seeds_b", "beyond_noise"]
 NOISE = "#9a9a9a"  # grey: a difference within noise, or undecided
@@ -252,7 +255,7 @@ def comparisons_table(comparisons: pd.DataFrame) -> str:
     lines += ["", f"What is compared: the two *recipes*, over training seeds and over the {images:,} test images. "
               "A − B's interval and p-value come from a crossed random-effects model (seeds × images): each run's "
               "seed spread over its seeds, plus the test-image sampling of the difference, with Satterthwaite's "
-              f"degrees of freedom (README, \"How a verdict is reached\"). A verdict needs {MIN_SEEDS} seeds a side; "
+              f"degrees of freedom ({VERDICT_RULE_DOC}). A verdict needs {MIN_SEEDS} seeds a side; "
               "fewer leave the seed spread unmeasured, and the pair is *undecided*, with about how many seeds a side "
               "would detect a difference of the size seen (from the seed spread of this dataset's runs with several "
               f"seeds). The {decided} decided pair{'s are' if decided != 1 else ' is'} one family: A beats B only when "

@@ -13,7 +13,13 @@ import textwrap
 
 import pandas as pd
 
-from cnnbench.report.compare import Comparisons, dataset_comparisons, recipe_intervals, verdict_words
+from cnnbench.report.compare import (
+    VERDICT_RULE_DOC,
+    Comparisons,
+    dataset_comparisons,
+    recipe_intervals,
+    verdict_words,
+)
 from cnnbench.report.runs import RunsData
 from cnnbench.report.tables import fmt, group_replicates, points, short_run_name
 
@@ -59,7 +65,7 @@ def format_results(results: dict[str, dict]) -> str:
     blocks.append(textwrap.fill(
         "Test top-1's interval and A − B's are over training seeds and test images; A beats B only when the "
         "Holm-adjusted p-value over the dataset's pairs is under 0.05, and a pair with under 3 seeds a side is "
-        "undecided (README, \"How a verdict is reached\"). Seconds per epoch are this machine's at the time.", WIDTH))
+        f"undecided ({VERDICT_RULE_DOC}). Seconds per epoch are this machine's at the time.", WIDTH))
     return "\n\n".join(blocks)
 
 

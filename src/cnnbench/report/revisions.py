@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cnnbench.errors import CnnbenchError
-from cnnbench.report.compare import Outcomes, pair_row, run_outcomes, verdict_words
+from cnnbench.report.compare import VERDICT_RULE_DOC, Outcomes, pair_row, run_outcomes, verdict_words
 from cnnbench.report.results import WIDTH, text_table
 from cnnbench.report.runs import RunsData, load_runs
 from cnnbench.report.tables import fmt, points
@@ -137,8 +137,8 @@ def format_comparison(table: pd.DataFrame, baseline: Baseline) -> str:
     else:
         decided = int((compared["verdict"] != UNDECIDED).sum())
         said = (f"{where} Each run's recipe now against the same run then, over training seeds and the "
-                f"{int(compared['images'].max()):,} test images (the report's rule, README \"How a verdict is "
-                f"reached\"): better or worse only when its Holm-adjusted p-value over the {decided} decided "
+                f"{int(compared['images'].max()):,} test images (the report's rule, {VERDICT_RULE_DOC}): "
+                f"better or worse only when its Holm-adjusted p-value over the {decided} decided "
                 f"run{'s' if decided != 1 else ''} is under 0.05; undecided with fewer than {MIN_SEEDS} seeds a "
                 "side. Unchanged runs (the same predictions) are not tested.")
     return "\n".join([*text, "", textwrap.fill(said, WIDTH)])
