@@ -134,6 +134,9 @@ CLAIM = {"id": "c", "text": "A beats B", "run_a": RUN, "run_b": "digits-mobilene
     ({"run_b": "digits-resnet18_stem3", "metric": "latency_ort_b1_1t_ms", "better": "lower"},
      r"claims\[0\]\.metric: latency_ort_b1_1t_ms is measured as deployed; "
      r"set runs\.digits-resnet18_stem3\.deploy: true"),
+    # an export's accuracy is measured as deployed too (a name test on "_ort" or "_224_" let it through)
+    ({"run_b": "digits-resnet18_stem3", "metric": "onnx_test_top1"},
+     r"claims\[0\]\.metric: onnx_test_top1 is measured as deployed; set runs\.digits-resnet18_stem3\.deploy: true"),
 ])
 def test_a_bad_claim_names_its_field(change, message):
     error = error_of({**RAW, "claims": [{**CLAIM, **change}]})

@@ -18,7 +18,7 @@ import yaml
 
 from cnnbench.errors import ConfigError, one_line
 from cnnbench.limits import MAX_BATCH, MAX_EPOCHS, MAX_IMAGE_SIZE, MAX_PAD, MAX_PROCESSES, MAX_SEED
-from cnnbench.metric_registry import METRICS
+from cnnbench.metric_registry import DEPLOYED_METRICS, METRICS
 from cnnbench.sources import SourceConfig, parse_sources
 from cnnbench.specs import ModelSpec, parse_model_spec
 from cnnbench.validation import (
@@ -419,7 +419,7 @@ def _parse_claims(raw: Any, runs: dict[str, RunConfig], deploy: bool) -> tuple[C
             cross_check(getattr(claim, key) in runs, f"claims[{i}].{key}", getattr(claim, key), "run", runs)
             run = runs[getattr(claim, key)]  # a claim on an ONNX Runtime or 224 px latency needs both runs deployed
             deployed = deploy if run.deploy is None else run.deploy
-            check(deployed or not any(s in claim.metric for s in ("_ort", "_224_")),
+            check(deployed or claim.metric not in DEPLOYED_METRICS,
                   f"claims[{i}].metric", f"{claim.metric} is measured as deployed; set runs.{run.name}.deploy: true")
         check(runs[claim.run_a].suite == runs[claim.run_b].suite, f"claims[{i}].run_b",
               "must be in run_a's suite: a claim is re-tested in one suite's report")

@@ -29,3 +29,10 @@ METRICS: dict[str, Metric] = {
     "params": Metric("weights", "lower"),
     "flops_per_image": Metric("FLOPs", "lower"),
 }
+
+# Measured only for runs deployed (runs.<name>.deploy: evaluate.deploy's default): ONNX Runtime fp32 and int8 and the
+# 224 px eager model, batch 1, 1 thread, and the exports' agreement with PyTorch (deploy.deployment_record). A claim
+# on one of these needs both its runs deployed.
+DEPLOYED_METRICS: tuple[str, ...] = (
+    *(f"latency_{r}_b1_1t_ms" for r in ("ort", "ort_int8", "cpu_224", "ort_224", "ort_int8_224")),
+    "onnx_top1_agreement", "onnx_max_abs_logit_diff", "onnx_test_top1", "int8_top1_agreement", "int8_test_top1")

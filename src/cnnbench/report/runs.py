@@ -23,6 +23,7 @@ import yaml
 from cnnbench.class_scores import SCORES, ClassScores, load_scores
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object
+from cnnbench.metric_registry import DEPLOYED_METRICS
 from cnnbench.replicates import find_replicates
 
 # Numeric run metrics always present as columns: flat keys of train/metrics.json (DVCLive summary) and
@@ -37,9 +38,7 @@ INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_c
                   "latency_cpu_b1_all_p95_ms", "threads_all", "throughput_cpu_ips", "throughput_cpu_batch",
                   "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes", "load_average")
 # ... and as deployed (deploy.deployment_record): batch-1 latency per runtime and size, the exports' agreement.
-DEPLOY_KEYS = (*(f"latency_{r}_b1_1t_ms" for r in ("ort", "ort_int8", "cpu_224", "ort_224", "ort_int8_224")),
-               "onnx_top1_agreement", "onnx_max_abs_logit_diff", "onnx_test_top1", "int8_top1_agreement",
-               "int8_test_top1")
+DEPLOY_KEYS = DEPLOYED_METRICS
 AGG_KEYS = TRAIN_KEYS + EVAL_KEYS + INFERENCE_KEYS + DEPLOY_KEYS
 CURVES = ("train/acc", "train/loss", "val/acc", "val/loss", "lr", "epoch_seconds")
 SEED_DIR = re.compile(r"^seed(\d+)$")
