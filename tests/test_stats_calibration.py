@@ -4,6 +4,7 @@ nominal 5 %), and its power on a planted difference, in simulated worlds at the 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -39,3 +40,43 @@ def test_same_recipe_pairs_are_called_different_at_most_five_percent_of_the_time
 def test_a_planted_difference_is_found_with_the_power_the_readme_reports(world):
     power = rates(world, np.random.default_rng(12), SIMS // 2, shift=1.0)["new"]
     assert power >= POWER_FLOOR[world.name], power
+
+
+# ------------------------------------------------------------------ latency claims, timed in separate stages
+
+LATENCY_SAMPLES = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "latency_moments.json"
+
+
+def _decided(pairs, sigma: float) -> float:
+    from cnnbench.stats import decide_timing, timing_difference
+
+    return float(np.mean([decide_timing(timing_difference(a, b, moment_sigma=sigma)) for a, b in pairs]))
+
+
+def test_one_model_timed_in_two_processes_is_not_called_faster_than_itself():
+    """The A/A test of the latency rule on this machine's own timings (bench/latency_moments.py: each model timed
+    as evaluate times it, in 15 separate processes). By its timed calls alone the rule called a model different
+    from itself in most pairs of processes; with the between-moment term, at most 5 % + Monte-Carlo error."""
+    import itertools
+
+    from cnnbench.stats import MOMENT_SIGMA
+
+    samples = json.loads(LATENCY_SAMPLES.read_text())["samples"]
+    pairs = [pair for runs in samples.values() for pair in itertools.combinations(runs, 2)]
+    assert len(pairs) >= 200
+    bound = 0.05 + 2.33 * math.sqrt(0.05 * 0.95 / len(pairs))
+    assert _decided(pairs, MOMENT_SIGMA) <= bound
+    assert _decided(pairs, 0.0) > 0.5  # the rule before: the miscalibration this term fixes
+
+
+def test_a_planted_speedup_of_the_deployed_size_is_still_found():
+    """Power on the same timings, one side's calls scaled: a model 2.8x faster (MobileNetV2 against ResNet18 at
+    224 px measures 0.27-0.36x) is found in most pairs; 1.25x faster, about as often as chance."""
+    import itertools
+
+    from cnnbench.stats import MOMENT_SIGMA
+
+    samples = json.loads(LATENCY_SAMPLES.read_text())["samples"]
+    same = [pair for runs in samples.values() for pair in itertools.combinations(runs, 2)]
+    assert _decided([(np.asarray(a) * 0.36, b) for a, b in same], MOMENT_SIGMA) >= 0.6
+    assert _decided([(np.asarray(a) * 0.8, b) for a, b in same], MOMENT_SIGMA) <= 0.2

@@ -41,6 +41,10 @@ PROPORTION = (0.0, 1.0)  # the range of an accuracy
 MIN_SEEDS = 3
 MAX_SEEDS_PLANNED = 100  # "seeds needed" beyond this is reported as "more than 100"
 MIN_CALLS = 5          # timed calls a side for a latency interval
+# Between separate processes (evaluate's stages, at separate moments), the standard deviation of the log of one
+# model's median batch-1 CPU latency: the machine's state moves a median by more than its own calls vary.
+# Measured by bench/latency_moments.py (docs/reading-a-comparison.md has the figures and the command).
+MOMENT_SIGMA = 0.25
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0     # a fixed seed: the same timings always render the same report
 
@@ -250,9 +254,16 @@ def seed_difference(a: Sequence[float], b: Sequence[float], confidence: float = 
 
 
 def timing_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
-                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Difference:
-    """median(a) − median(b) of repeated timed calls (latency), with a percentile bootstrap interval that
-    resamples each side's calls: the noise of a timing is the machine's, not the training seed's."""
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                      moment_sigma: float = 0.0) -> Difference:
+    """median(a) − median(b) of repeated timed calls (latency): the noise of a timing is the machine's, not
+    the training seed's.
+
+    With moment_sigma 0 (the two sides timed in turns, in one process), a percentile bootstrap that resamples
+    each side's calls. Timed in separate processes at separate moments (evaluate's stages), each median also
+    moves with the machine's state by a factor exp(N(0, moment_sigma²)) that no resampling of its own calls
+    sees: that variance, (moment_sigma · median)² a side, is added to the bootstrap's, and the interval and
+    p-value are the normal ones on the total."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     estimate = float(np.median(a) - np.median(b)) if len(a) and len(b) else math.nan
     base = dict(estimate=estimate, seeds_a=len(a), seeds_b=len(b), images=0, source="timed calls")
@@ -261,11 +272,23 @@ def timing_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     result = scipy_stats.bootstrap((a, b), lambda x, y, axis: np.median(x, axis=axis) - np.median(y, axis=axis),
                                    n_resamples=resamples, confidence_level=confidence, method="percentile",
                                    vectorized=True, rng=np.random.default_rng(seed))
+    if moment_sigma > 0:
+        moments = moment_sigma ** 2 * (np.median(a) ** 2 + np.median(b) ** 2)
+        se = math.sqrt(float(result.standard_error) ** 2 + moments)
+        z = scipy_stats.norm.ppf(0.5 + confidence / 2)
+        pvalue = float(2 * scipy_stats.norm.sf(abs(estimate) / se))
+        return Difference(se=se, df=math.inf, pvalue=pvalue, low=estimate - z * se, high=estimate + z * se,
+                          **{**base, "source": "timed calls and the moments they were timed at"})
     ci = result.confidence_interval
     dist = result.bootstrap_distribution
     pvalue = float(min(1.0, 2 * min(np.mean(dist <= 0), np.mean(dist >= 0))))
     return Difference(se=float(result.standard_error), df=math.inf, pvalue=pvalue, low=float(ci.low),
                       high=float(ci.high), **base)
+
+
+def decide_timing(diff: Difference) -> bool:
+    """Whether a latency difference is decided beyond noise (two-sided, at ALPHA): the A/A and power count."""
+    return diff.decided and diff.pvalue < ALPHA
 
 
 def timing_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,

@@ -27,6 +27,7 @@ from cnnbench.stats import (
     GREATER,
     LESS,
     MAX_SEEDS_PLANNED,
+    MOMENT_SIGMA,
     UNDECIDED,
     WITHIN,
     Difference,
@@ -132,7 +133,7 @@ def _latency(claim: ClaimConfig, data: RunsData, medians: float) -> Difference:
     if a is None or b is None:
         return replace(timing_difference([], []), estimate=float(medians),
                        undecided="no timed calls kept: re-run the runs' evaluate stage")
-    return timing_difference(a, b)
+    return timing_difference(a, b, moment_sigma=MOMENT_SIGMA)  # each run timed in its own stage, at its moment
 
 
 def _advantage(claim: ClaimConfig, diff: Difference) -> Difference:
@@ -233,8 +234,10 @@ def claims_section(results: list[ClaimResult]) -> str:
               "sets of seeds, passes when found within noise): accuracy and s/epoch vary from seed to "
               "seed, and a verdict needs that spread measured. Accuracy: the two recipes over training seeds and "
               f"test images (seeds × images, {VERDICT_RULE_DOC}); s/epoch: Welch's t over seeds; "
-              "a latency: a bootstrap over the repeated timed calls of each run's evaluate (measured in separate "
-              "stages, so a load on the machine at one moment shows; `cnnbench cost` measures side by side). "
+              "a latency: each run's evaluate timed it in its own stage, at its own moment, so the interval holds "
+              "the spread of the timed calls (bootstrap) and the drift between moments (a log-sd of "
+              f"{MOMENT_SIGMA} a side, measured by bench/latency_moments.py): only large speed-ups decide; "
+              "`cnnbench cost` measures side by side. "
               "*detectable* is the smallest difference the seeds and test images at hand would detect with 80 % "
               "power; an open claim says about how many seeds a side would decide it at the difference seen. The "
               "study's figures are its own (best validation accuracy, on its hardware): compare ratios, not "
