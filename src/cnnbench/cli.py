@@ -146,7 +146,7 @@ def _check_metrics(args: argparse.Namespace) -> int:
     from cnnbench.config import load_params
 
     params = load_params(args.params)
-    ok, table = check_metrics(params.check, runs_dir=_gated_runs_dir(args, params), baseline_path=args.baseline)
+    ok, table = check_metrics(params.check, runs_dir=_suite_runs_dir(args, params), baseline_path=args.baseline)
     print(table)
     return 0 if ok else 1
 
@@ -156,19 +156,21 @@ def _update_baseline(args: argparse.Namespace) -> int:
     from cnnbench.config import load_params
 
     params = load_params(args.params)
-    path = update_baseline(params.check, runs_dir=_gated_runs_dir(args, params), baseline_path=args.baseline)
+    path = update_baseline(params.check, runs_dir=_suite_runs_dir(args, params), baseline_path=args.baseline)
     print(f"wrote {path}")
     return 0
 
 
-def _suite_runs_dir(args: argparse.Namespace) -> str:
-    """--runs-dir, else reports/runs/<suite>: --suite's, or else check.suite's (the offline suite's)."""
+def _suite_runs_dir(args: argparse.Namespace, params=None) -> str:
+    """--runs-dir, else reports/runs/<suite>: --suite's where the command has one, else check.suite's (the offline
+    suite's, the one the gate checks)."""
     if args.runs_dir:
         return args.runs_dir
-    from cnnbench.config import load_params
+    if params is None:
+        from cnnbench.config import load_params
 
-    params = load_params(args.params)
-    suite = args.suite or params.check.suite
+        params = load_params(args.params)
+    suite = getattr(args, "suite", None) or params.check.suite
     params.suite(suite)  # an unknown suite is named with the ones there are
     return f"reports/runs/{suite}"
 
@@ -224,11 +226,6 @@ def _plots(args: argparse.Namespace) -> int:
         print(f"not plotted, not reported yet: {', '.join(absent)}")
     print(f"{page} ({', '.join(s.name for s in reported)}; opens with no network)")
     return 0
-
-
-def _gated_runs_dir(args: argparse.Namespace, params) -> str:
-    """--runs-dir, else where the pipeline writes the gated suite's per-run metrics."""
-    return args.runs_dir or f"reports/runs/{params.check.suite}"
 
 
 def _positive_int(text: str) -> int:
