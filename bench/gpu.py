@@ -90,8 +90,12 @@ from cnnbench.distributed import Dist
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import write_json_atomic, write_text_atomic
 from cnnbench.logits import tf32 as tf32_switch
-from cnnbench.models import build_model
-from cnnbench.train import configure_torch, evaluate_split, make_optimizer, make_schedule, train_one_epoch
+from cnnbench.train import (
+    build_trainee,
+    configure_torch,
+    evaluate_split,
+    train_one_epoch,
+)
 from gpu_report import COMPARISONS, LOOPS, VARIANTS, markdown
 from throughput import augment_config, describe, device_loop, fresh_model, measure_loops, synthetic_images, timed
 
@@ -392,22 +396,15 @@ def load_digits(source: SourceConfig, dataset: DatasetConfig) -> Digits:
 def digits_accuracy(spec, cfg: TrainConfig, digits: Digits, device: torch.device, backend: str, tf32: bool) -> float:
     """Test accuracy after training `cfg` as train_run does (bf16 when cfg.amp on CUDA, compiled when cfg.compile)."""
     configure_torch(dataclasses.replace(cfg, deterministic=False), device)
-    env, cuda = Dist(0, 1, device), device.type == "cuda"
+    env = Dist(0, 1, device)
     train = DeviceSplit.from_numpy(digits.train_x, digits.train_y, device)
     test = DeviceSplit.from_numpy(digits.test_x, digits.test_y, device)
     norm = Normalize(digits.mean, digits.std, device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(spec, num_classes=digits.classes, image_size=digits.image_size).to(device)
-    channels_last = cuda and cfg.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model, backend=backend, dynamic=False) if cfg.compile else model
-    optimizer = make_optimizer(model, cfg)
-    schedule = make_schedule(optimizer, cfg, cfg.epochs * (len(train) // cfg.batch_size) + 1)
+    t = build_trainee(spec, cfg, digits.classes, digits.image_size, env, len(train) // cfg.batch_size, backend)
     with tf32_switch(tf32):
         for epoch in range(cfg.epochs):
-            train_one_epoch(net, optimizer, schedule, train, norm, cfg, epoch, env, cuda and cfg.amp, progress=False)
-        return evaluate_split(model, test, norm, env, channels_last=channels_last)["acc"]
+            train_one_epoch(t.step_net, t.optimizer, t.schedule, train, norm, cfg, epoch, env, t.amp, progress=False)
+        return evaluate_split(t.model, test, norm, env, channels_last=t.channels_last)["acc"]
 
 
 def _ddp_worker(rank: int, world: int, port: int, spec, settings: Settings, backend: str, result: Path) -> None:

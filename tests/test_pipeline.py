@@ -248,3 +248,27 @@ def test_adding_a_seed_trains_exactly_one_new_model_and_removing_it_retrains_not
     finally:
         params_path.write_text(original)
         dvc(project, "repro", "report@offline")
+
+
+def test_two_gloo_ranks_train_two_seeds_in_one_stage_through_dvc(project):
+    """launch.nproc_per_node: 2 on the CPU: DVC's train stage reruns itself under torchrun, and its two ranks
+    train both seeds in one session (one process group for the stage, ended once after the last seed)."""
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["launch"]["nproc_per_node"] = 2
+    params["runs"]["digits-b"]["seeds"] = [1, 2]
+    try:
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        out = dvc(project, "repro", "train@digits-b").stdout
+        epochs = params["runs"]["digits-b"]["train"]["epochs"]
+        lines = _train_lines(out)
+        assert len(lines) == 2 * epochs, out  # rank 0 alone prints, each seed's epochs once
+        assert sum(line.startswith("digits-b seed 2  ") for line in lines) == epochs, out
+        for seed in (1, 2):
+            live = project / "reports" / "runs" / "offline" / "digits-b" / "train" / f"seed{seed}"
+            metrics = json.loads((live / "metrics.json").read_text())
+            assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True and metrics["epochs"] == epochs
+    finally:
+        params_path.write_text(original)
+        dvc(project, "repro", "report@offline")

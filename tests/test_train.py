@@ -27,6 +27,8 @@ import torch
 import yaml
 
 import cnnbench.fingerprint as fingerprint_module
+import cnnbench.resume as resume_module
+import cnnbench.session as session_module
 import cnnbench.train as train_module
 from cnnbench.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
 from cnnbench.config import RunConfig, TrainConfig, load_params
@@ -37,7 +39,7 @@ from cnnbench.data.prepare import prepare_dataset
 from cnnbench.errors import CnnbenchError
 from cnnbench.evaluate import load_model
 from cnnbench.models import build_model
-from cnnbench.train import NonFiniteLoss, dropout_seed, make_schedule, train_run
+from cnnbench.train import NonFiniteLoss, dropout_seed, make_schedule, train_replicates, train_run
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +119,11 @@ def live_values(live_dir: Path) -> dict:
         if plot != "epoch_seconds":
             values[f"plot:{plot}"] = read_tsv(live_dir / "plots" / "metrics" / f"{plot}.tsv")
     return values
+
+
+def epochs_trained(out: str) -> list[str]:
+    """The `k/n` of each epoch line a training printed (`<run> seed <s>  epoch   k/n  train loss ...`)."""
+    return re.findall(r"^\S+ seed \d+  epoch +(\d+/\d+)  train loss", out, flags=re.MULTILINE)
 
 
 def read_tsv(path: Path) -> list[list[str]]:
@@ -260,7 +267,7 @@ def test_finished_checkpoint_without_its_logs_is_trained_again_from_scratch(digi
     out, err = capsys.readouterr()
     assert "holds a finished run (3/3 epochs); training from scratch" in err
     assert "resuming" not in out
-    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
+    assert epochs_trained(out) == ["1/3", "2/3", "3/3"]
     assert live_values(tmp_path / "live") == live_values(first / "live")
 
 
@@ -273,7 +280,7 @@ def test_finished_replicate_with_the_same_params_data_and_code_is_kept(digits, t
     summary = train_in_process(digits, tmp_path, run, spec)
     out, _ = capsys.readouterr()
     assert "already trained with these params, data and code (3 epochs); kept" in out
-    assert not [line for line in out.splitlines() if line.startswith("epoch")]
+    assert epochs_trained(out) == []
     assert (tmp_path / "run" / BEST).stat().st_mtime_ns == before
     assert summary == json.loads((first / "live" / "metrics.json").read_text())
 
@@ -287,7 +294,7 @@ def test_finished_replicate_trained_by_other_code_is_trained_again(digits, train
     train_in_process(digits, tmp_path, run, spec)
     out, err = capsys.readouterr()
     assert "kept" not in out and "was trained with other settings; training from scratch" in err
-    assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch")] == ["1/3", "2/3", "3/3"]
+    assert epochs_trained(out) == ["1/3", "2/3", "3/3"]
 
 
 def test_checkpoint_from_other_settings_is_not_resumed(digits, trained, tmp_path, capsys):
@@ -371,7 +378,7 @@ def test_peak_memory_is_the_steady_training_epochs_less_the_resident_data(monkey
 
 def test_global_batch_that_does_not_divide_across_ranks_is_refused(digits, tmp_path, monkeypatch):
     _, run, spec = tiny_run(tmp_path, batch_size=63)
-    monkeypatch.setattr(train_module, "setup_distributed",
+    monkeypatch.setattr(session_module, "setup_distributed",
                         lambda device="auto": train_module.Dist(0, 2, torch.device("cpu")))
     with pytest.raises(CnnbenchError, match=r"train\.batch_size 63 must divide evenly across 2 processes"):
         train_in_process(digits, tmp_path, run, spec)
@@ -385,6 +392,27 @@ def test_global_batch_that_does_not_divide_across_ranks_is_refused(digits, tmp_p
 # a single process ends between 0.939 and 0.967 val accuracy (180 images, 1 image = 0.0056); 0.05 is
 # twice that seed-to-seed range.
 DDP_TOLERANCE = 0.05
+
+
+def test_a_stage_hashes_its_data_once_and_reads_each_seeds_last_pt_once(digits, tmp_path, monkeypatch):
+    """One session per train stage: its three seeds share one hash of the prepared arrays; a rerun reads each
+    seed's last.pt once, and that one read decides between keeping the seed and resuming it."""
+    _, run, spec = tiny_run(tmp_path, epochs=1)
+    run = dataclasses.replace(run, seeds=(0, 1, 2))
+    hashes, reads = [], []
+    real_hash, real_load = session_module.data_fingerprint, resume_module.load_training_state
+    monkeypatch.setattr(session_module, "data_fingerprint", lambda d: hashes.append(d) or real_hash(d))
+    monkeypatch.setattr(resume_module, "load_training_state",
+                        lambda path, *a, **k: reads.append(Path(path).parent.name) or real_load(path, *a, **k))
+
+    def stage_run() -> dict:
+        return train_replicates(run, spec, digits, tmp_path / "run", tmp_path / "live", device="cpu", progress=False)
+
+    first = stage_run()
+    assert len(hashes) == 1 and reads == []  # three seeds trained, nothing on disk to read yet
+    kept = stage_run()  # every seed kept: its summary read back from its metrics.json
+    assert {seed: {k: kept[seed][k] for k in summary} for seed, summary in first.items()} == first
+    assert len(hashes) == 2 and reads == ["seed0", "seed1", "seed2"]
 
 
 @pytest.mark.slow

@@ -43,6 +43,16 @@ def setup_distributed(device: str = "auto") -> Dist:
     return Dist(dist.get_rank() if world > 1 else 0, world, dev)
 
 
+def on_rank0(compute, env: Dist):
+    """compute() on rank 0 alone, its result sent to every other rank (any picklable value)."""
+    found = compute() if env.main else None
+    if env.world > 1:
+        box = [found]
+        dist.broadcast_object_list(box, src=0)
+        found = box[0]
+    return found
+
+
 def use_sync_batchnorm(model: nn.Module, cfg: TrainConfig, env: Dist) -> nn.Module:
     """The model with SyncBatchNorm layers when train.sync_batchnorm asks for them under DDP; else unchanged.
 

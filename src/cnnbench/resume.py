@@ -7,64 +7,40 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch.distributed as dist
-
 from cnnbench.checkpoint import TrainingState, load_training_state
-from cnnbench.distributed import Dist
+from cnnbench.distributed import Dist, on_rank0
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import read_json_object
 
 
-def finished_summary(last: Path, metrics: Path, fingerprint: str, epochs: int, env: Dist) -> dict | None:
-    """The summary of this exact replicate when it already finished (same params, data and code), else None.
+def read_progress(last: Path, metrics: Path, fingerprint: str, epochs: int, env: Dist) -> dict | TrainingState:
+    """What an earlier invocation left of this replicate, from one read of last.pt on rank 0, sent to every rank
+    at once: the summary of a replicate that finished with the same params, data and code (kept: DVC reruns a
+    run's train stage when its seeds change), or the state to resume from (epoch 0: a fresh start).
 
-    DVC reruns a run's train stage when its seeds change; the seeds already trained are kept. Rank 0
-    decides and tells the others, so every rank of a DDP run takes the same path.
-    """
-    summary = _finished_on_disk(last, metrics, fingerprint, epochs) if env.main else None
-    if env.world > 1:
-        box = [summary]
-        dist.broadcast_object_list(box, src=0)
-        summary = box[0]
-    if summary is not None and env.main:
-        print(f"{last.parent.name}: already trained with these params, data and code ({epochs} epochs); kept",
-              flush=True)
-    return summary
-
-
-def _finished_on_disk(last: Path, metrics: Path, fingerprint: str, epochs: int) -> dict | None:
-    if not last.is_file() or not metrics.is_file():
-        return None
-    try:
-        state = load_training_state(last, "cpu")
-    except CnnbenchError:
-        return None  # resume says why
-    summary = read_json_object(metrics)
-    return summary if state.config_hash == fingerprint and state.epoch >= epochs and summary else None
-
-
-def resume(path: Path, fingerprint: str, epochs: int, model, optimizer, schedule, env: Dist) -> TrainingState:
-    """The state of an unfinished run with the same settings, loaded into the objects; else a fresh start.
-
-    Under DDP rank 0 alone reads last.pt and sends the others what it found: on several machines only
-    node 0 has it, and every rank must start from the same epoch and weights.
-    """
-    found = _resumable_state(path, fingerprint, epochs, env) if env.main else None
-    if env.world > 1:
-        box = [found]
-        dist.broadcast_object_list(box, src=0)
-        found = box[0]
+    Under DDP rank 0 alone reads: on several machines only node 0 has the file, and every rank must take the
+    same path, from the same epoch and weights."""
+    found = on_rank0(lambda: _progress_on_disk(last, metrics, fingerprint, epochs, env), env)
     if isinstance(found, CnnbenchError):
         raise found
-    if found.epoch:
-        model.load_state_dict(found.weights)
-        optimizer.load_state_dict(found.optimizer)
-        schedule.load_state_dict(found.schedule)
+    if isinstance(found, dict) and env.main:
+        print(f"{last.parent.name}: already trained with these params, data and code ({epochs} epochs); kept",
+              flush=True)
     return found
 
 
-def _resumable_state(path: Path, fingerprint: str, epochs: int, env: Dist) -> TrainingState | CnnbenchError:
-    """What rank 0 finds in last.pt: a state to resume, a fresh start (epoch 0), or the error that stops every rank.
+def restore(state: TrainingState, model, optimizer, schedule) -> None:
+    """Load a state to resume into the objects; nothing for a fresh start."""
+    if state.epoch:
+        model.load_state_dict(state.weights)
+        optimizer.load_state_dict(state.optimizer)
+        schedule.load_state_dict(state.schedule)
+
+
+def _progress_on_disk(path: Path, metrics: Path, fingerprint: str, epochs: int,
+                      env: Dist) -> dict | TrainingState | CnnbenchError:
+    """What rank 0 finds in last.pt: a finished replicate's summary, a state to resume, a fresh start (epoch 0),
+    or the error that stops every rank.
 
     A last.pt that is not a plain-data checkpoint is an error, not a fresh start: cnnbench did not
     write it (its writes are atomic), and deleting it is the user's decision.
@@ -81,8 +57,11 @@ def _resumable_state(path: Path, fingerprint: str, epochs: int, env: Dist) -> Tr
         print(f"note: {path} was trained with other settings; training from scratch", file=sys.stderr)
         return fresh
     if state.epoch >= epochs:
-        # Finished with these settings, but its logs are gone (finished_summary kept it otherwise): the
-        # summary cannot be rebuilt without its timings and memory, so the replicate trains again.
+        summary = read_json_object(metrics) if metrics.is_file() else None
+        if summary:
+            return summary
+        # Finished with these settings, but its logs are gone: the summary cannot be rebuilt without its
+        # timings and memory, so the replicate trains again.
         print(f"note: {path} holds a finished run ({state.epoch}/{epochs} epochs); training from scratch",
               file=sys.stderr)
         return fresh

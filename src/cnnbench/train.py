@@ -24,17 +24,22 @@ from tqdm import tqdm
 
 from cnnbench.checkpoint import BEST, LAST, TIMINGS, ModelCheckpoint, TrainingState, save_checkpoint
 from cnnbench.config import RunConfig, TrainConfig
-from cnnbench.data.arrays import load_prepared
 from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
 from cnnbench.device import device_name
-from cnnbench.distributed import Dist, broadcast_buffers, ranks_in_sync, setup_distributed, use_sync_batchnorm
+from cnnbench.distributed import (
+    Dist,
+    broadcast_buffers,
+    ranks_in_sync,
+    use_sync_batchnorm,
+)
 from cnnbench.errors import CnnbenchError
 from cnnbench.files import remove_stale_dirs, staging_dir, write_json_atomic
-from cnnbench.fingerprint import config_hash, data_fingerprint
+from cnnbench.fingerprint import config_hash
 from cnnbench.logits import split_logits
 from cnnbench.models import build_model
 from cnnbench.replicates import replicate_dir
-from cnnbench.resume import finished_summary, read_timings, resume
+from cnnbench.resume import read_progress, read_timings, restore
+from cnnbench.session import TrainingSession
 from cnnbench.specs import ModelSpec, spec_to_dict
 from cnnbench.summary import summarize
 from cnnbench.weights import load_pretrained
@@ -177,15 +182,49 @@ def evaluate_split(model, data: DeviceSplit, norm: Normalize, env: Dist, batch_s
 
 def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, live_dir: str | Path,
               device: str = "auto", progress: bool = True) -> dict:
-    """Train one run; write checkpoints to run_dir and DVCLive logs to live_dir; return its summary."""
-    cfg = run.train
-    env = setup_distributed(device)
+    """Train one replicate in a session of its own; write checkpoints to run_dir and DVCLive logs to live_dir;
+    return its summary."""
+    with TrainingSession(data_dir, device) as session:
+        return fit(run, spec, session, run_dir, live_dir, progress)
+
+
+def fit(run: RunConfig, spec, session: TrainingSession, run_dir: str | Path, live_dir: str | Path,
+        progress: bool = True) -> dict:
+    """Train one replicate (one seed) of `run` in `session`; return its summary. A replicate already trained
+    with the same params, data and code is kept; an unfinished one resumes."""
+    cfg, env, data = run.train, session.env, session.data
     configure_torch(cfg, env.device)
+    train_x, train_y, subset = _training_images(run, session)
+    run_dir, live_dir = Path(run_dir), Path(live_dir)
+    fingerprint = config_hash(run, spec, {"data": session.data_hash, "n_train": len(train_y), "world": env.world})
+    # last.pt read once, on rank 0: a finished replicate's summary (kept), or the state to resume from.
+    found = read_progress(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
+    if isinstance(found, dict):
+        return found
+    train_data = session.device_split("train", train_x, train_y, (cfg.seed,) if subset else ())
+    val_data = session.device_split("val", data.splits["val"].x, data.splits["val"].y)
+    trainee = build_trainee(spec, cfg, len(data.classes), data.image_size, env, len(train_data) // cfg.batch_size)
+    restore(found, trainee.model, trainee.optimizer, trainee.schedule)
+    if found.epoch and env.main:
+        print(f"resuming {run.name} from {run_dir / LAST}: {found.epoch}/{cfg.epochs} epochs done", flush=True)
+    history, timings = _epochs(run, spec, session, trainee, found, fingerprint, train_data, val_data, run_dir,
+                               progress)
+    in_sync = ranks_in_sync(trainee.model, env)
+    summary = _summary(history, timings, trainee.summary, env, in_sync, train_data.nbytes + val_data.nbytes)
+    if env.main:
+        _write_live(live_dir, run, spec.family, history, timings, summary)
+    return summary
+
+
+def _training_images(run: RunConfig, session: TrainingSession) -> tuple:
+    """The run's training arrays (train.max_images of them, drawn with its seed, when set), checked against its
+    batch size and for a validation split; whether they are a subset."""
+    cfg, env, data = run.train, session.env, session.data
     if cfg.batch_size % env.world:
         raise CnnbenchError(f"train.batch_size {cfg.batch_size} must divide evenly across {env.world} processes.")
-    data = load_prepared(data_dir, splits=("train", "val"))
     train_x, train_y = data.splits["train"].x, data.splits["train"].y
-    if cfg.max_images and cfg.max_images < len(train_y):
+    subset = bool(cfg.max_images and cfg.max_images < len(train_y))
+    if subset:
         keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.max_images]
         index = keep.sort().values.numpy()
         train_x, train_y = train_x[index], train_y[index]
@@ -203,67 +242,76 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
         raise CnnbenchError(f"run {run.name}: dataset {run.dataset} has no validation split, so no epoch can be "
                             f"chosen as best; give it one (datasets.{run.dataset}.val_fraction > 0, or a source "
                             f"with a val split).")
-    # A seed already trained with these params, data and code is kept before anything is built for it.
-    run_dir, live_dir = Path(run_dir), Path(live_dir)
-    fingerprint = config_hash(run, spec, {"data": data_fingerprint(data_dir), "n_train": len(train_y),
-                                          "world": env.world})
-    done = finished_summary(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
-    if done is not None:
-        if env.world > 1:
-            dist.destroy_process_group()
-        return done
-    train_data = DeviceSplit.from_numpy(train_x, train_y, env.device)
-    val_data = DeviceSplit.from_numpy(data.splits["val"].x, data.splits["val"].y, env.device)
-    resident_bytes = train_data.nbytes + val_data.nbytes
-    norm = Normalize(data.mean, data.std, env.device)
-    num_classes = len(data.classes)
+    return train_x, train_y, subset
 
+
+@dataclasses.dataclass
+class Trainee:
+    """A model ready to train: the bare model (checkpoints, evaluation), the network the steps run (DDP-wrapped,
+    compiled), its optimizer and schedule, and its layer summary."""
+
+    model: nn.Module
+    step_net: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    summary: object
+    amp: bool
+    channels_last: bool
+
+
+def build_trainee(spec: ModelSpec, cfg: TrainConfig, num_classes: int, image_size: int, env: Dist,
+                  steps_per_epoch: int, backend: str = "inductor") -> Trainee:
+    """Model, optimizer and schedule as a run trains them, seeded with cfg.seed (bench/gpu.py builds its own the
+    same way: `backend` is torch.compile's, when cfg.compile)."""
     torch.manual_seed(cfg.seed)
-    model = build_model(spec, num_classes=num_classes, image_size=data.image_size)
+    model = build_model(spec, num_classes=num_classes, image_size=image_size)
     if cfg.pretrained:
         load_pretrained(model, spec, cfg.pretrained)
-    summary = summarize(model, image_size=data.image_size)
+    summary = summarize(model, image_size=image_size)
     model = use_sync_batchnorm(model, cfg, env)
     model.to(env.device)
     cuda = env.device.type == "cuda"
     channels_last = cuda and cfg.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp = cuda and cfg.amp
     net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if cuda else None) \
         if env.world > 1 else model
-    step_net = torch.compile(net) if cfg.compile else net
-
-    steps_per_epoch = len(train_data) // cfg.batch_size
     optimizer = make_optimizer(model, cfg)
     # +1: OneCycleLR's last step would otherwise extrapolate past its final learning rate.
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch + 1)
+    step_net = torch.compile(net, backend=backend, dynamic=False) if cfg.compile else net  # shapes never change
+    return Trainee(model, step_net, optimizer, schedule, summary,
+                   amp=cuda and cfg.amp, channels_last=channels_last)
 
-    state = resume(run_dir / LAST, fingerprint, cfg.epochs, model, optimizer, schedule, env)
+
+def _epochs(run: RunConfig, spec: ModelSpec, session: TrainingSession, trainee: Trainee, state: TrainingState,
+            fingerprint: str, train_data: DeviceSplit, val_data: DeviceSplit, run_dir: Path,
+            progress: bool) -> tuple[list, list]:
+    """The epochs left from `state`, each checkpointed (best.pt when validation improved, last.pt always, after
+    the timings); the history and timings of every epoch."""
+    cfg, env, data, model = run.train, session.env, session.data, trainee.model
     history, best_acc = list(state.history), state.best_val_acc
     timings = read_timings(run_dir / TIMINGS, state.epoch)
-    if state.epoch and env.main:
-        print(f"resuming {run.name} from {run_dir / LAST}: {state.epoch}/{cfg.epochs} epochs done", flush=True)
-
+    cuda = env.device.type == "cuda"
     for epoch in range(state.epoch, cfg.epochs):
         _sync(env)
         if cuda:
             torch.cuda.reset_peak_memory_stats(env.device)
         start = time.perf_counter()
-        stats = train_one_epoch(step_net, optimizer, schedule, train_data, norm, cfg, epoch, env, amp, progress,
-                                label=f"{run.name} seed {cfg.seed} ")
+        stats = train_one_epoch(trainee.step_net, trainee.optimizer, trainee.schedule, train_data, session.norm, cfg,
+                                epoch, env, trainee.amp, progress, label=f"{run.name} seed {cfg.seed} ")
         _sync(env)
         seconds = time.perf_counter() - start
-        peak_mb = _training_peak_mb(env, resident_bytes)  # before evaluation, whose batches are larger
+        peak_mb = _training_peak_mb(env, train_data.nbytes + val_data.nbytes)  # before evaluation's larger batches
         # Evaluation runs the bare model, with no hidden collective, on rank 0's BatchNorm statistics:
         # a rank whose validation shard is empty then has nothing to wait for.
         broadcast_buffers(model, env)
-        val = evaluate_split(model, val_data, norm, env, channels_last=channels_last)
+        val = evaluate_split(model, val_data, session.norm, env, channels_last=trainee.channels_last)
         if not math.isfinite(val["loss"]):
             raise NonFiniteLoss(f"the validation loss became {val['loss']} after epoch {epoch + 1}; lower train.lr. "
                                 f"The last good checkpoint is kept.")
         row = {"epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
-               "val_acc": val["acc"], "lr": schedule.get_last_lr()[0]}
+               "val_acc": val["acc"], "lr": trainee.schedule.get_last_lr()[0]}
         history.append(row)
         # The first epoch of every process pays for warm-up (autotuning, compilation, allocator growth).
         timings.append({"epoch": epoch + 1, "epoch_seconds": seconds, "images_per_sec": stats["images"] / seconds,
@@ -278,24 +326,17 @@ def train_run(run: RunConfig, spec, data_dir: str | Path, run_dir: str | Path, l
                     std=list(data.std), epoch=epoch + 1, val_acc=val["acc"]), run_dir / BEST)
             write_json_atomic(run_dir / TIMINGS, {"epochs": timings})  # before LAST: never fewer rows than it
             save_checkpoint(TrainingState(
-                epoch=epoch + 1, weights=model.state_dict(), optimizer=optimizer.state_dict(),
-                schedule=schedule.state_dict(), history=history, best_val_acc=best_acc,
+                epoch=epoch + 1, weights=model.state_dict(), optimizer=trainee.optimizer.state_dict(),
+                schedule=trainee.schedule.state_dict(), history=history, best_val_acc=best_acc,
                 config_hash=fingerprint), run_dir / LAST)
             print(f"{run.name} seed {cfg.seed}  " + _epoch_line({**row, **timings[-1]}, cfg.epochs), flush=True)
-
-    in_sync = ranks_in_sync(model, env)
-    summary_metrics = _summary(history, timings, summary, env, in_sync, resident_bytes)
-    if env.main:
-        _write_live(live_dir, run, spec.family, history, timings, summary_metrics)
-    if env.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary_metrics
+    return history, timings
 
 
 def train_replicates(run: RunConfig, spec: ModelSpec, data_dir: str | Path, run_dir: str | Path,
                      live_dir: str | Path, device: str = "auto", progress: bool = True) -> dict[int, dict]:
-    """Train every seed of `run` into `<run_dir>/seed<k>` and `<live_dir>/seed<k>`; return their summaries.
+    """Train every seed of `run` into `<run_dir>/seed<k>` and `<live_dir>/seed<k>`, in one session (one process
+    group, the data read and hashed once); return their summaries.
 
     Seeds already trained with the same params, data and code are kept, so adding a seed trains one
     model; the outputs of seeds no longer declared are removed, so nothing stale is reported.
@@ -304,8 +345,9 @@ def train_replicates(run: RunConfig, spec: ModelSpec, data_dir: str | Path, run_
     seeds = run.replicate_seeds
     for parent in (run_dir, live_dir):
         remove_stale_dirs(parent, "seed*", {replicate_dir(seed) for seed in seeds})
-    return {seed: train_run(run.replicate(seed), spec, data_dir, run_dir / replicate_dir(seed),
-                            live_dir / replicate_dir(seed), device=device, progress=progress) for seed in seeds}
+    with TrainingSession(data_dir, device) as session:
+        return {seed: fit(run.replicate(seed), spec, session, run_dir / replicate_dir(seed),
+                          live_dir / replicate_dir(seed), progress) for seed in seeds}
 
 
 def _training_peak_mb(env: Dist, resident_bytes: int) -> float:
