@@ -27,3 +27,26 @@ def test_the_linter_catches_what_its_rules_name(tmp_path):
     result = ruff("--config", str(ROOT / "pyproject.toml"), str(bad), cwd=tmp_path)
     assert result.returncode == 1
     assert {"I001", "F401", "E501", "B006"} <= set(result.stdout.replace(":", " ").split()), result.stdout
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(root: Path) -> list[str]:
+    """`path:line name (N lines)` of every function or method under root longer than MAX_FUNCTION_LINES."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_in_src_is_over_60_lines(tmp_path):
+    assert long_functions(ROOT / "src") == []
+    (tmp_path / "long.py").write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)  # 61 lines: caught
+    assert long_functions(tmp_path) == ["long.py:1 f (61 lines)"]

@@ -295,12 +295,8 @@ def _add_suite_choice(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--runs-dir", default=None, help="a suite's runs folder (default: reports/runs/<suite>)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnbench", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument("--version", action="version", version=f"cnnbench {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_summary_command(sub) -> None:
+    """summary: a model's layers, or one layer's output size."""
     p = sub.add_parser(
         "summary", help="layer-by-layer table of a model or of one layer: shapes, params, FLOPs",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
@@ -329,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table (default: table)")
     p.set_defaults(func=lambda args, p=p: _summary(args, p))
 
+
+def _add_cost_command(sub) -> None:
+    """cost: models measured side by side, before training."""
     p = sub.add_parser(
         "cost", help="inference cost of models before training them: batch-1 CPU latency, throughput, size",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""Random weights, random images: the
@@ -364,6 +363,9 @@ examples:
     p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
     p.set_defaults(func=_cost)
 
+
+def _add_result_commands(sub) -> None:
+    """predict, results and compare: what trained runs say."""
     p = sub.add_parser("predict", help="top-k classes for image files, from a run or a checkpoint")
     p.add_argument("run_or_checkpoint", help="a run name from params.yaml, a run directory or a .pt file")
     p.add_argument("images", nargs="+", help="image files of any size and mode")
@@ -392,6 +394,9 @@ examples:
     p.add_argument("--json", action="store_true", help="print JSON instead of text (default: text)")
     p.set_defaults(func=_compare)
 
+
+def _add_report_and_gate_commands(sub) -> None:
+    """plots, and the CI gate's check-metrics and update-baseline."""
     p = sub.add_parser(
         "plots", help="every reported suite's training curves as one HTML page that needs no network",
         description="`dvc plots show` with Vega, Vega-Lite and vega-embed inline (from their npm packages, "
@@ -414,6 +419,18 @@ examples:
         p.add_argument("--baseline", default="reports/baseline.json",
                        help="the baseline metrics file (default: %(default)s)")
         p.set_defaults(func=func)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnbench", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"cnnbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_summary_command(sub)
+    _add_cost_command(sub)
+    _add_result_commands(sub)
+    _add_report_and_gate_commands(sub)
     return parser
 
 

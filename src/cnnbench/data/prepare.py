@@ -149,6 +149,19 @@ def check_split_fractions(present: set[str], cfg: DatasetConfig) -> None:
                 f"params: datasets.{cfg.name}.{name}_fraction: the source already has a {name} split; set it to 0")
 
 
+def _stacked(classes: list[str], good: list, labels: np.ndarray, splits: np.ndarray, image_size: int) -> Prepared:
+    """The kept images as one array per split, with their labels and ids."""
+    prepared = Prepared(classes=classes, x={}, y={}, ids={})
+    empty = np.zeros((0, image_size, image_size, 3), np.uint8)
+    for split in SPLITS:
+        index = np.flatnonzero(splits == split)
+        # Stacked split by split: one copy of the pixels at a time, not a whole-dataset array as well.
+        prepared.x[split] = np.stack([good[i][1].pixels for i in index]) if len(index) else empty
+        prepared.y[split] = labels[index]
+        prepared.ids[split] = [good[i][0].id for i in index]
+    return prepared
+
+
 def prepare_dataset(cfg: DatasetConfig, raw_dir: str | Path, workers: int | None = None) -> Prepared:
     """Read a fetched source and return the cleaned, resized, split dataset with its data report."""
     source = read_source(Path(raw_dir))
@@ -192,14 +205,7 @@ def prepare_dataset(cfg: DatasetConfig, raw_dir: str | Path, workers: int | None
         good = [pair for pair, k in zip(good, keep) if k]
         labels, splits = labels[keep], splits[keep]
 
-    prepared = Prepared(classes=classes, x={}, y={}, ids={})
-    empty = np.zeros((0, cfg.image_size, cfg.image_size, 3), np.uint8)
-    for split in SPLITS:
-        index = np.flatnonzero(splits == split)
-        # Stacked split by split: one copy of the pixels at a time, not a whole-dataset array as well.
-        prepared.x[split] = np.stack([good[i][1].pixels for i in index]) if len(index) else empty
-        prepared.y[split] = labels[index]
-        prepared.ids[split] = [good[i][0].id for i in index]
+    prepared = _stacked(classes, good, labels, splits, cfg.image_size)
     prepared.report = _data_report(cfg, source, prepared, dropped, dropped_classes,
                                    decoding_counts([d for _, d in good], splits))
     if pairs:  # absent when none is found, so a clean dataset's report is unchanged
