@@ -90,13 +90,13 @@ def npm_pack(name: str, version: str, into: Path) -> Path:
 def library_sources(packages: Path | None) -> list[str]:
     """The three browser builds, each from a tarball whose digest is the pinned one."""
     cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
     sources = []
     for name, version, digest, member in VEGA_PACKAGES:
         path = (packages or cache) / tarball_name(name, version)
         if not path.is_file():
             if packages is not None:
                 raise CnnbenchError(f"plots: --vega-packages {packages} has no {path.name}")
+            cache.mkdir(parents=True, exist_ok=True)
             path = npm_pack(name, version, cache)
         if integrity(path) != digest:
             raise CnnbenchError(f"plots: {path} is not {name} {version} as published (its sha512 differs); "
