@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration import old_rule_beats  # noqa: E402
-from cnnbench.stats import GREATER, LESS, decide, recipe_difference  # noqa: E402
+from cnnbench.evaluation.stats import GREATER, LESS, decide, recipe_difference  # noqa: E402
 
 
 def seed_outcomes(runs_dir: Path, pattern: str) -> np.ndarray:

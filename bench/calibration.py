@@ -10,7 +10,7 @@ set at the sizes and seed spreads of the suites (docs/reading-a-comparison.md, "
 prints, per world, the measured accuracy, seed std and two-seed disagreement, then the rate at
 which the rule says "beats" for two runs of one recipe (nominal 5 %), for the rule cnnbench used
 before (a paired bootstrap over test images, seeds pooled: its normal approximation here), and the
-power on a planted difference. tests/test_stats_calibration.py runs the same worlds.
+power on a planted difference. tests/test_evaluation_stats_calibration.py runs the same worlds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from scipy import stats as scipy_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.stats import GREATER, LESS, decide, recipe_difference  # noqa: E402
+from cnnbench.evaluation.stats import GREATER, LESS, decide, recipe_difference  # noqa: E402
 
 
 @dataclass(frozen=True)

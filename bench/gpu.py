@@ -80,17 +80,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cnnbench.config import AugmentConfig, DatasetConfig, Params, SourceConfig, TrainConfig, load_params
+from cnnbench.core.device import device_name, resolve_device
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.files import write_json_atomic, write_text_atomic
 from cnnbench.data.arrays import channel_stats
 from cnnbench.data.datasets import DeviceSplit, Normalize
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
-from cnnbench.device import device_name, resolve_device
-from cnnbench.distributed import Dist
-from cnnbench.errors import CnnbenchError
-from cnnbench.files import write_json_atomic, write_text_atomic
-from cnnbench.logits import tf32 as tf32_switch
-from cnnbench.train import (
+from cnnbench.evaluation.scoring import tf32 as tf32_switch
+from cnnbench.params.config import AugmentConfig, DatasetConfig, Params, SourceConfig, TrainConfig, load_params
+from cnnbench.training.distributed import Dist
+from cnnbench.training.loop import (
     build_trainee,
     configure_torch,
     evaluate_split,

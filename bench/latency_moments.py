@@ -3,7 +3,7 @@ latency claim's verdict: the A/A test of the latency rule.
 
 evaluate measures each run's latency in its own stage, at its own moment. This script does the same
 thing many times: each round starts one fresh process per model (as a stage is), which builds the
-model and times it as evaluate does (cnnbench.inference.measure_inference). Afterwards it reports:
+model and times it as evaluate does (cnnbench.evaluation.latency.measure_inference). Afterwards it reports:
 - sigma_moment: the standard deviation, between processes, of the log of one model's median latency,
   pooled over the models;
 - the A/A rate: how often the latency rule calls the same model, measured in two processes, "different",
@@ -32,9 +32,9 @@ MEASURE = """
 import json, sys
 sys.path.insert(0, {src!r})
 import torch
-from cnnbench.config import load_params
-from cnnbench.inference import measure_inference
-from cnnbench.models import build_model
+from cnnbench.params.config import load_params
+from cnnbench.evaluation.latency import measure_inference
+from cnnbench.models.build import build_model
 params = load_params({params!r})
 model = build_model(params.model({model!r}), 10, {size}).eval()
 (cost,) = measure_inference([model], {size})
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the samples and the summary as JSON")
     args = parser.parse_args()
 
-    from cnnbench.stats import MOMENT_SIGMA, decide_timing, timing_difference
+    from cnnbench.evaluation.stats import GREATER, LESS, MOMENT_SIGMA, decide, timing_difference
 
     samples: dict[str, list[list[float]]] = {m: [] for m in args.models}
     for r in range(args.rounds):
@@ -72,7 +72,7 @@ def main() -> None:
     print(f"\nsigma_moment (sd of log median latency between processes, pooled): {pooled:.3f}")
 
     def rate(pairs, sigma: float) -> float:
-        decided = [decide_timing(timing_difference(a, b, moment_sigma=sigma)) for a, b in pairs]
+        decided = [decide(timing_difference(a, b, moment_sigma=sigma)) in (GREATER, LESS) for a, b in pairs]
         return sum(decided) / len(decided)
 
     summary = {"sigma_moment": pooled, "rounds": args.rounds, "image_size": args.image_size}

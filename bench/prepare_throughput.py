@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnbench.config import DatasetConfig, SourceConfig
 from cnnbench.data.arrays import write_prepared
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
+from cnnbench.params.config import DatasetConfig, SourceConfig
 
 
 def photo_like(rng: np.random.Generator, size: int) -> bytes:

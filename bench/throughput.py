@@ -6,7 +6,7 @@ ratios, not the absolute figures):
 
   reference   torchvision-style Dataset of PIL images + DataLoader (persistent workers, pinned memory)
               + RandomCrop(padding)/RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize
-  cnnbench    cnnbench.train.train_one_epoch: uint8 data on the device, batched augmentation there
+  cnnbench    cnnbench.training.loop.train_one_epoch: uint8 data on the device, batched augmentation there
   resident    the same loop with no augmentation (the ceiling: is the loop input-bound?)
 
 Each loop is warmed up first (DataLoader workers start, cudnn autotunes, the allocator grows), then
@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnbench.config import AugmentConfig, ModelSpec, TrainConfig, load_params
+from cnnbench.core.device import device_name, resolve_device
 from cnnbench.data.datasets import DeviceSplit, Normalize
-from cnnbench.device import device_name, resolve_device
-from cnnbench.distributed import Dist
-from cnnbench.models import build_model
-from cnnbench.train import configure_torch, make_optimizer, make_schedule, train_one_epoch
+from cnnbench.models.build import build_model
+from cnnbench.params.config import AugmentConfig, ModelSpec, TrainConfig, load_params
+from cnnbench.training.distributed import Dist
+from cnnbench.training.loop import configure_torch, make_optimizer, make_schedule, train_one_epoch
 
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 # Run the code of the tree DVC runs this stage in, not whatever copy of cnnbench is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.config import load_params
+from cnnbench.core.entry_point import stage_main
+from cnnbench.core.files import read_json_object, write_json_atomic
 from cnnbench.data.arrays import load_prepared
 from cnnbench.data.audit import audit_dataset
 from cnnbench.data.sheets import save_class_ranking, save_suspicious_sheet
-from cnnbench.door import stage_main
-from cnnbench.files import read_json_object, write_json_atomic
+from cnnbench.params.config import load_params
 
 
 def main(argv=None) -> int:

@@ -8,10 +8,10 @@ from pathlib import Path
 # not whatever copy of cnnbench happens to be installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.config import load_params
-from cnnbench.door import stage_main
-from cnnbench.evaluate import evaluate_replicates
-from cnnbench.inference import Precision
+from cnnbench.core.entry_point import stage_main
+from cnnbench.evaluation.latency import Precision
+from cnnbench.evaluation.predict import evaluate_replicates
+from cnnbench.params.config import load_params
 
 
 def main(argv=None) -> int:

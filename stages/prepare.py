@@ -12,12 +12,12 @@ from pathlib import Path
 # not whatever copy of cnnbench happens to be installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.config import load_params
+from cnnbench.core.entry_point import stage_main
 from cnnbench.data.arrays import write_prepared
 from cnnbench.data.prepare import prepare_dataset, write_data_report
 from cnnbench.data.samples import save_sample_sheet
 from cnnbench.data.sheets import save_near_duplicate_sheet
-from cnnbench.door import stage_main
+from cnnbench.params.config import load_params
 
 
 def main(argv=None) -> int:

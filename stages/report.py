@@ -12,8 +12,8 @@ from pathlib import Path
 # not whatever copy of cnnbench happens to be installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.config import load_params
-from cnnbench.door import stage_main
+from cnnbench.core.entry_point import stage_main
+from cnnbench.params.config import load_params
 from cnnbench.report import render_report
 
 

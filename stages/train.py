@@ -15,10 +15,10 @@ from pathlib import Path
 # not whatever copy of cnnbench happens to be installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.config import load_params
-from cnnbench.door import stage_main
-from cnnbench.files import exclusive_lock
-from cnnbench.launch import is_torchrun_child, relaunch_under_torchrun
+from cnnbench.core.entry_point import stage_main
+from cnnbench.core.files import exclusive_lock
+from cnnbench.params.config import load_params
+from cnnbench.training.launch import is_torchrun_child, relaunch_under_torchrun
 
 
 def main(argv=None) -> int:
@@ -42,7 +42,9 @@ def main(argv=None) -> int:
                                        args.node_rank)
         if code is not None:
             return code
-        from cnnbench.train import train_replicates  # here: a process that only launches torchrun needs no torch
+        from cnnbench.training.loop import (
+            train_replicates,  # here: a process that only launches torchrun needs no torch
+        )
 
         train_replicates(run, params.model(run.model), args.data_dir, args.run_dir, args.live_dir, device=args.device)
     return 0

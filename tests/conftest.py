@@ -40,7 +40,7 @@ def vega_cache(tmp_path_factory) -> Path:
     is reachable where CI runs; with no npm installed, the tests of the offline plots page cannot run)."""
     if shutil.which("npm") is None:
         pytest.skip("npm is not installed: `cnnbench plots` takes Vega from its npm packages")
-    from cnnbench.plots_page import VEGA_PACKAGES, npm_pack
+    from cnnbench.report.plots_page import VEGA_PACKAGES, npm_pack
 
     home = tmp_path_factory.mktemp("xdg")
     folder = home / "cnnbench" / "vega"

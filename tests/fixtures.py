@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnbench.config import load_params
+from cnnbench.params.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The import graph of this checkout's cnnbench package, as cnnbench.import_graph reads it (the AST,
+"""The import graph of this checkout's cnnbench package, as cnnbench.core.import_graph reads it (the AST,
 not by importing), with the paths of this project's tree filled in.
 
 Every `import` counts, lazy ones inside functions included: code a stage may run is code it
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnbench import import_graph
+from cnnbench.core import import_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"

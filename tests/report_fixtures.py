@@ -22,7 +22,7 @@ import yaml
 from sklearn.metrics import precision_recall_fscore_support
 from statsmodels.stats.proportion import proportion_confint
 
-from cnnbench.config import ClaimConfig, DatasetConfig, ReportConfig, TrainConfig
+from cnnbench.params.config import ClaimConfig, DatasetConfig, ReportConfig, TrainConfig
 
 NOISY = ["BLUE SPOTTED CROW", "CLEARWING MOTH", "COMMON BANDED AWL", "COPPER TAIL",
          "HUMMING BIRD HAWK MOTH", "SIXSPOT BURNET MOTH"]
@@ -167,7 +167,7 @@ LATENCY_MS = {"resnet18": 5.0, "resnet18_stem3": 13.0, "mobilenet_v2": 12.0}
 
 
 def write_inference(out: Path, model: str, seed: int, params: int, cuda: bool) -> None:
-    """eval/inference.json as evaluate writes it (the fields of cnnbench.inference.InferenceCost)."""
+    """eval/inference.json as evaluate writes it (the fields of cnnbench.evaluation.latency.InferenceCost)."""
     one = LATENCY_MS.get(model, 8.0) + 0.5 * seed  # replicates measure a little apart
     calls = np.random.default_rng(seed).normal(one, 0.05 * one, 60).round(4)  # the timed calls behind the median
     (out / "inference.json").write_text(json.dumps({

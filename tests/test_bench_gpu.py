@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.config import load_params
+from cnnbench.params.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

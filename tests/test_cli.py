@@ -26,7 +26,7 @@ def test_every_option_has_help_with_its_default(command):
 
 def test_version_and_the_cost_help_say_what_is_true(capsys):
     from cnnbench import __version__
-    from cnnbench.inference import LATENCY
+    from cnnbench.evaluation.latency import LATENCY
 
     code, out, _ = run_cnnbench(capsys, "--version")
     assert code == 0 and out == f"cnnbench {__version__}\n"

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import cnnbench.data.features as features
-from cnnbench.config import AuditConfig
+from cnnbench.core.errors import CnnbenchError
 from cnnbench.data.arrays import Prepared, PreparedData, SplitArrays, write_prepared
 from cnnbench.data.audit import audit_dataset
-from cnnbench.errors import CnnbenchError
+from cnnbench.params.config import AuditConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["alpha", "beta", "gamma", "delta", "twin A", "twin B"]

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnbench.config import SourceConfig
+from cnnbench.core.entry_point import stage_main
+from cnnbench.core.errors import FetchError
 from cnnbench.data.fetch import MANIFEST, fetch_source, read_manifest
 from cnnbench.data.readers import read_source
-from cnnbench.door import stage_main
-from cnnbench.errors import FetchError
+from cnnbench.params.config import SourceConfig
 from fixtures import (
     CIFAR10_ARCHIVE,
     closed_port_url,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.data.audit import cleaning_summary
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.images import decode_image
 from cnnbench.data.prepare import prepare_dataset
+from cnnbench.params.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.report.data_audit import _cleaning_sentence
 from fixtures import KAGGLE_CLASSES, blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, zip_tree
 

@@ -21,12 +21,12 @@ from PIL import Image, ImageOps
 
 import cnnbench.data.prepare as prepare_module
 from cnnbench.cli import stage_main
-from cnnbench.config import ConfigError, DatasetConfig, NearDuplicatesConfig, SourceConfig
 from cnnbench.data.arrays import load_prepared, write_prepared
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.images import decode_image
 from cnnbench.data.prepare import assign_splits, find_duplicates, prepare_dataset, write_data_report
 from cnnbench.data.readers import Item
+from cnnbench.params.config import ConfigError, DatasetConfig, NearDuplicatesConfig, SourceConfig
 from fixtures import (
     CIFAR10_CLASSES,
     KAGGLE_CLASSES,
@@ -223,7 +223,7 @@ def test_a_directory_source_prepares_like_its_zip(kaggle, kaggle_prepared, tmp_p
 
 PREPARE_AND_PRINT_REPORT = """
 import json, sys
-from cnnbench.config import DatasetConfig
+from cnnbench.params.config import DatasetConfig
 from cnnbench.data.prepare import prepare_dataset
 prepared = prepare_dataset(DatasetConfig("ds", "src", 32, 0.0, 0.0, 0, ()), sys.argv[1], workers=2)
 print(json.dumps({"ids": prepared.ids, "dropped": prepared.report["dropped"]}))
@@ -447,7 +447,7 @@ def test_write_prepared_is_atomic(cifar10_prepared, kaggle_prepared, tmp_path, m
 
 
 def test_load_prepared_without_a_prepare_says_so(tmp_path):
-    from cnnbench.errors import CnnbenchError
+    from cnnbench.core.errors import CnnbenchError
 
     with pytest.raises(CnnbenchError, match="run its prepare stage first"):
         load_prepared(tmp_path)

@@ -21,11 +21,11 @@ import yaml
 
 import cnnbench.data.readers as readers_module
 from cnnbench.cli import stage_main
-from cnnbench.config import DatasetConfig, SourceConfig
+from cnnbench.core.errors import CnnbenchError, DataError
 from cnnbench.data.fetch import MANIFEST, fetch_source
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.data.readers import read_source
-from cnnbench.errors import CnnbenchError, DataError
+from cnnbench.params.config import DatasetConfig, SourceConfig
 from fixtures import make_cifar10_tarball
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ import matplotlib.colors as mcolors
 import numpy as np
 from PIL import Image
 
+from cnnbench.core.plotting import HIGHLIGHT
 from cnnbench.data.samples import plot_samples, save_sample_sheet
-from cnnbench.plotting import HIGHLIGHT
 
 
 def test_plot_samples_marks_highlighted_classes():

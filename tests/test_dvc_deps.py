@@ -122,7 +122,7 @@ def test_every_package_module_is_reachable_from_an_entry_point(dvc_yaml):
 
 
 def test_params_load_without_importing_torch():
-    code = ("import sys; from cnnbench.config import load_params; load_params('params.yaml'); "
+    code = ("import sys; from cnnbench.params.config import load_params; load_params('params.yaml'); "
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
@@ -132,15 +132,15 @@ def test_params_load_without_importing_torch():
 
 def test_module_path_resolves_packages_and_modules():
     assert module_path("cnnbench.data") == SRC / "cnnbench" / "data" / "__init__.py"
-    assert module_path("cnnbench.config") == SRC / "cnnbench" / "config.py"
-    assert module_path("cnnbench.config.ConfigError") is None and module_path("torch") is None
+    assert module_path("cnnbench.params.config") == SRC / "cnnbench" / "params" / "config.py"
+    assert module_path("cnnbench.params.config.ConfigError") is None and module_path("torch") is None
 
 
 def test_every_evaluate_stage_declares_its_datasets_tta_and_dvc_reads_it(tmp_path):
     """evaluate reads `datasets.<its dataset>.tta`: DVC, resolving dvc.yaml itself, must track that value."""
     from dvc.repo import Repo
 
-    from cnnbench.config import load_params
+    from cnnbench.params.config import load_params
 
     for name in ("dvc.yaml", "params.yaml"):
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())

@@ -29,17 +29,17 @@ import pytest
 import torch
 import yaml
 
-from cnnbench.check import check_metrics
-from cnnbench.checkpoint import ModelCheckpoint, save_checkpoint
-from cnnbench.config import CheckConfig, SourceConfig, load_params, parse_params
+from cnnbench.core.errors import CnnbenchError, ConfigError, DataError, FetchError
+from cnnbench.core.files import exclusive_lock
 from cnnbench.data.fetch import fetch_source, read_manifest
 from cnnbench.data.readers import read_image_csv, read_source
-from cnnbench.errors import CnnbenchError, ConfigError, DataError, FetchError
-from cnnbench.evaluate import predict_files
-from cnnbench.files import exclusive_lock
-from cnnbench.models import build_model
+from cnnbench.evaluation.gate import check_metrics
+from cnnbench.evaluation.predict import predict_files
+from cnnbench.models.build import build_model
+from cnnbench.models.specs import parse_model_spec, spec_to_dict
+from cnnbench.params.config import CheckConfig, SourceConfig, load_params, parse_params
 from cnnbench.report.tables import md_text
-from cnnbench.specs import parse_model_spec, spec_to_dict
+from cnnbench.training.checkpoint import ModelCheckpoint, save_checkpoint
 from fixtures import TINY_RESNET, dvc, make_cifar10_tarball, make_kaggle_tree, serve_directory, zip_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -453,7 +453,7 @@ def test_a_metrics_file_nested_too_deep_is_one_line_not_a_traceback(tmp_path):
 ])
 def test_the_stage_door_tells_a_failure_of_the_machine_in_one_line(raised, message):
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
-            f"from cnnbench.door import stage_main\n"
+            f"from cnnbench.core.entry_point import stage_main\n"
             f"def main(argv):\n    raise {raised}\n"
             f"stage_main(main)\n")
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
@@ -477,7 +477,7 @@ def test_a_second_trainer_of_the_same_run_directory_is_refused(tmp_path):
 def test_a_stage_dies_with_the_process_that_started_it(tmp_path):
     pid_file = tmp_path / "stage.pid"
     stage = (f"import os, sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
-             f"from cnnbench.door import stage_main\n"
+             f"from cnnbench.core.entry_point import stage_main\n"
              f"def main(argv):\n    open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)\n"
              f"stage_main(main, die_with_parent=True)\n")
     launcher = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {stage!r}])"
@@ -525,7 +525,7 @@ def test_a_worker_forked_by_a_stage_ends_by_sigterm_as_any_process_does():
     of the signal, not unwind Python code."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
             "import multiprocessing, os, signal, time\n"
-            "from cnnbench.door import stage_main\n"
+            "from cnnbench.core.entry_point import stage_main\n"
             "def main(argv):\n"
             "    child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
             "    child.start(); time.sleep(0.5); os.kill(child.pid, signal.SIGTERM); child.join(20)\n"
@@ -542,7 +542,7 @@ def test_a_forked_worker_starts_with_sigterm_default_and_unblocked_and_its_paren
     the kernel's default action, so a SIGTERM that reaches it at any moment kills it."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
             "import os, signal\n"
-            "from cnnbench.door import stage_main\n"
+            "from cnnbench.core.entry_point import stage_main\n"
             "def main(argv):\n"
             "    r, w = os.pipe()\n"
             "    pid = os.fork()\n"
@@ -566,7 +566,7 @@ def test_a_stage_that_opens_and_closes_pools_never_hangs():
     one run in 50 under load. 2,000 pools here, about 16 s."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
             "import multiprocessing, operator\n"
-            "from cnnbench.door import stage_main\n"
+            "from cnnbench.core.entry_point import stage_main\n"
             "def main(argv):\n"
             "    for _ in range(2000):\n"
             "        with multiprocessing.get_context('fork').Pool(2) as pool:\n"

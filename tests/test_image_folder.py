@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cnnbench.config import SourceConfig
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.readers import read_source
+from cnnbench.params.config import SourceConfig
 from fixtures import TINY_RESNET, blob_image, dvc, jpeg_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from cnnbench.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
+from cnnbench.core.errors import ConfigError
 from cnnbench.data.fetch import fetch_source
 from cnnbench.data.near_duplicates import HASH_INPUT, find_near_pairs, hamming, phash_pair
 from cnnbench.data.prepare import prepare_dataset
-from cnnbench.errors import ConfigError
+from cnnbench.params.config import DatasetConfig, NearDuplicatesConfig, SourceConfig
 from fixtures import blob_image, jpeg_bytes, make_kaggle_tree, plant_in_kaggle_tree, random_image
 
 ADONIS, AFRICAN, CROW = "ADONIS", "AFRICAN GIANT SWALLOWTAIL", "BLUE SPOTTED CROW"

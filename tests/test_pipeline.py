@@ -75,8 +75,8 @@ def test_second_repro_does_nothing(project):
 
 # One module per stage: editing it must make exactly that stage (and what follows it) stale.
 EDITS = {"fetch@digits": "src/cnnbench/data/fetch.py", "prepare@digits": "src/cnnbench/data/prepare.py",
-         "train@digits-a": "src/cnnbench/train.py", "evaluate@digits-a": "src/cnnbench/checkpoint.py",
-         "report@offline": "src/cnnbench/files.py"}
+         "train@digits-a": "src/cnnbench/training/loop.py", "evaluate@digits-a": "src/cnnbench/training/checkpoint.py",
+         "report@offline": "src/cnnbench/core/files.py"}
 
 
 @pytest.mark.parametrize("stage, module", EDITS.items(), ids=list(EDITS))

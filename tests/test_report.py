@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cnnbench.door import stage_main
-from cnnbench.evaluate import NOT_ASKED
+from cnnbench.core.entry_point import stage_main
+from cnnbench.evaluation.predict import NOT_ASKED
 from cnnbench.report import render_report
 from report_fixtures import CLAIMS, DATASETS, DIGITS_RUNS, REPORT_CFG, links, make_suite, section, table
 

@@ -11,12 +11,12 @@ import pytest
 from matplotlib.colors import to_hex
 from scipy.stats import ttest_ind
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.evaluation.stats import holm
 from cnnbench.report import compare as compare_module
 from cnnbench.report import render_report
 from cnnbench.report.compare import NOISE, Comparisons, compare_runs, dataset_comparisons, plot_comparisons
 from cnnbench.report.runs import load_runs
-from cnnbench.stats import holm
 from report_fixtures import CLAIMS, DATASETS, DIGITS, DIGITS_RUNS, REPORT_CFG, make_suite, section, write_run
 
 NUMBER = r"[+\u2212]\d+\.\d"

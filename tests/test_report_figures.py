@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cnnbench.config import ReportConfig
+from cnnbench.params.config import ReportConfig
 from cnnbench.report import render_report
 from cnnbench.report.figures import (
     confused_pairs,

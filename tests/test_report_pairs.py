@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from cnnbench.config import ClaimConfig, DatasetConfig
+from cnnbench.params.config import ClaimConfig, DatasetConfig
 from cnnbench.report.claims import evaluate_claims
 from cnnbench.report.compare import Comparisons
 from cnnbench.report.pairs import fair_settings, find_dataset_pairs, pairs_section, plot_dataset_pairs

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.core.errors import CnnbenchError
 from cnnbench.report.runs import load_runs
 from report_fixtures import BUTTERFLIES, DIGITS, RUNS, make_suite
 

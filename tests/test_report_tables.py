@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cnnbench.evaluation.stats import accuracy_interval
 from cnnbench.report.compare import Comparisons, dataset_comparisons, recipe_intervals
 from cnnbench.report.runs import load_runs
 from cnnbench.report.tables import (
@@ -16,7 +17,6 @@ from cnnbench.report.tables import (
     suite_metrics,
     suite_timings,
 )
-from cnnbench.stats import accuracy_interval
 from report_fixtures import REFERENCE, make_suite, parse_table
 
 

@@ -8,9 +8,9 @@ import json
 from collections.abc import Sequence
 
 from cnnbench import __version__
-from cnnbench.door import stage_main
-from cnnbench.errors import CnnbenchError
-from cnnbench.limits import MAX_BATCH, MAX_CLASSES, MAX_IMAGE_SIZE
+from cnnbench.core.entry_point import stage_main
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.params.limits import MAX_BATCH, MAX_CLASSES, MAX_IMAGE_SIZE
 
 # ------------------------------------------------------------------ subcommands
 
@@ -25,8 +25,8 @@ LAYER_FLAGS = {"in_shape": "--in", "kernel": "--kernel", "stride": "--stride", "
 
 
 def _summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from cnnbench import summary
-    from cnnbench.weights import check_weights_name
+    from cnnbench.models import summary
+    from cnnbench.models.weights import check_weights_name
 
     _check_summary_flags(args, parser)
     if args.layer is not None:
@@ -44,22 +44,22 @@ def _summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _model_specs(args: argparse.Namespace) -> list:
     """The model specs that MODEL (from params.yaml; `cost` takes several), --spec or --spec-file give."""
-    from cnnbench import summary
+    from cnnbench.models import summary
 
     if args.spec is not None:
         return [summary.parse_spec(args.spec, name="spec", where="--spec")]
     if args.spec_file is not None:
         return [summary.read_spec(args.spec_file)]
-    from cnnbench.config import load_params
+    from cnnbench.params.config import load_params
 
     params = load_params(args.params)
     return [params.model(name) for name in (args.model if isinstance(args.model, list) else [args.model])]
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from cnnbench.device import resolve_device
-    from cnnbench.inference import Precision, format_cost, format_ratios, measure_inference
-    from cnnbench.models import build_model
+    from cnnbench.core.device import resolve_device
+    from cnnbench.evaluation.latency import Precision, format_cost, format_ratios, measure_inference
+    from cnnbench.models.build import build_model
 
     given = [flag for dest, flag in SPEC_SOURCES.items() if getattr(args, dest) not in (None, [])]
     if len(given) != 1:
@@ -90,8 +90,8 @@ def _cost_runtimes(args: argparse.Namespace, models: dict) -> int:
     """`cost --runtime ...`: batch-1 latency per runtime (eager, ONNX Runtime fp32 and int8), side by side."""
     import json
 
-    from cnnbench.deploy import compare_runtimes, format_runtimes
-    from cnnbench.inference import available_cpus
+    from cnnbench.core.device import available_cpus
+    from cnnbench.evaluation.deploy import compare_runtimes, format_runtimes
 
     threads = sorted({1, args.threads or available_cpus()})
     result = compare_runtimes(models, args.image_size, list(dict.fromkeys(args.runtime)), threads,
@@ -102,7 +102,7 @@ def _cost_runtimes(args: argparse.Namespace, models: dict) -> int:
 
 def _latency_repeats(calls: int | None):
     """evaluate's batch-1 repeats, or exactly `calls` timed calls per thread count."""
-    from cnnbench.inference import LATENCY
+    from cnnbench.evaluation.latency import LATENCY
 
     if calls is None:
         return LATENCY
@@ -128,7 +128,7 @@ def _check_summary_flags(args: argparse.Namespace, parser: argparse.ArgumentPars
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from cnnbench.evaluate import format_predictions, predict_files
+    from cnnbench.evaluation.predict import format_predictions, predict_files
 
     results = predict_files(args.run_or_checkpoint, args.images, runs_dir=args.runs_dir,
                             device=args.device, top_k=args.top_k)
@@ -142,8 +142,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _check_metrics(args: argparse.Namespace) -> int:
-    from cnnbench.check import check_metrics
-    from cnnbench.config import load_params
+    from cnnbench.evaluation.gate import check_metrics
+    from cnnbench.params.config import load_params
 
     params = load_params(args.params)
     ok, table = check_metrics(params.check, runs_dir=_suite_runs_dir(args, params), baseline_path=args.baseline)
@@ -152,8 +152,8 @@ def _check_metrics(args: argparse.Namespace) -> int:
 
 
 def _update_baseline(args: argparse.Namespace) -> int:
-    from cnnbench.check import update_baseline
-    from cnnbench.config import load_params
+    from cnnbench.evaluation.gate import update_baseline
+    from cnnbench.params.config import load_params
 
     params = load_params(args.params)
     path = update_baseline(params.check, runs_dir=_suite_runs_dir(args, params), baseline_path=args.baseline)
@@ -167,7 +167,7 @@ def _suite_runs_dir(args: argparse.Namespace, params=None) -> str:
     if args.runs_dir:
         return args.runs_dir
     if params is None:
-        from cnnbench.config import load_params
+        from cnnbench.params.config import load_params
 
         params = load_params(args.params)
     suite = getattr(args, "suite", None) or params.check.suite
@@ -210,8 +210,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _plots(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cnnbench.config import load_params
-    from cnnbench.plots_page import write_page
+    from cnnbench.params.config import load_params
+    from cnnbench.report.plots_page import write_page
 
     params = load_params(args.params)
     suites = [params.suite(name) for name in args.suite] if args.suite else list(params.suites.values())
@@ -228,13 +228,6 @@ def _plots(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
-
-
 def _int_in(low: int, high: int, why: str):
     """An argparse type: an integer in low..high (`why`: the reason for the upper bound, shown when exceeded)."""
     def parse(text: str) -> int:
@@ -246,9 +239,9 @@ def _int_in(low: int, high: int, why: str):
 
 
 def _threads(text: str) -> int:
-    """--threads: an integer up to the CPUs this process may use (inference.available_cpus, read only when
+    """--threads: an integer up to the CPUs this process may use (device.available_cpus, read only when
     the flag is given: the parser itself stays free of torch)."""
-    from cnnbench.inference import available_cpus
+    from cnnbench.core.device import available_cpus
 
     return _int_in(1, available_cpus(), "the CPUs this process may use")(text)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object, staging_dir
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.files import read_json_object, staging_dir
 
 SPLITS = ("train", "val", "test")
 

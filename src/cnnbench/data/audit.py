@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cnnbench.config import AuditConfig
+from cnnbench.core.errors import CnnbenchError
 from cnnbench.data.arrays import PreparedData
 from cnnbench.data.features import choose_features, imagenet_features, pixel_features
-from cnnbench.errors import CnnbenchError
+from cnnbench.params.config import AuditConfig
 
 # Class pairs listed as most often confused with each other.
 MAX_CONFUSED_PAIRS = 20

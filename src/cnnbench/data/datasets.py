@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnbench.config import AugmentConfig
+from cnnbench.params.config import AugmentConfig
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.core.errors import CnnbenchError
 
 # Downsampled side for pixel features: 16x16x3 = 768 values, enough for PCA to find the layout of
 # digits or the colours and shapes of a photo; more only adds noise for a linear probe.

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cnnbench.config import SourceConfig
-from cnnbench.errors import CnnbenchError, FetchError, one_line
-from cnnbench.files import read_json_object, staging_dir
+from cnnbench.core.errors import CnnbenchError, FetchError, one_line
+from cnnbench.core.files import read_json_object, staging_dir
+from cnnbench.params.config import SourceConfig
 
 MANIFEST = "source.json"
 # What a failed connection raises besides the builtin ConnectionError/TimeoutError/socket.gaierror:

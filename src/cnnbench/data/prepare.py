@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cnnbench.config import ConfigError, DatasetConfig
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.files import write_json_atomic
 from cnnbench.data.arrays import SPLITS, Prepared
 from cnnbench.data.images import BACKGROUND, MAX_FILE_BYTES, Decoded, decode_image
 from cnnbench.data.near_duplicates import find_near_pairs, phash_pair
 from cnnbench.data.readers import Item, SourceData, read_source
-from cnnbench.errors import CnnbenchError
-from cnnbench.files import write_json_atomic
+from cnnbench.params.config import ConfigError, DatasetConfig
 
 # When the same image sits in two splits, the copy in the later split is the one kept: the test set
 # must stay untouched, and a validation image may not be trained on either.

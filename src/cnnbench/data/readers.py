@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnbench.core.errors import CnnbenchError, DataError, one_line
 from cnnbench.data.fetch import MANIFEST, check_zip_directory, read_manifest
-from cnnbench.errors import CnnbenchError, DataError, one_line
 
 # Files that operating systems and archivers leave behind; reported as junk, never decoded.
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}

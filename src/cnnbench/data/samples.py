@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from cnnbench.errors import CnnbenchError
-from cnnbench.plotting import HIGHLIGHT, clip, new_figure, save_figure
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.plotting import HIGHLIGHT, clip, new_figure, save_figure
 
 
 def plot_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], highlight: set[str],

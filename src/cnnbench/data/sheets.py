@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.patches import Patch
 
-from cnnbench.plotting import BASE, HIGHLIGHT, clip, new_figure, save_figure, style
+from cnnbench.core.plotting import BASE, HIGHLIGHT, clip, new_figure, save_figure, style
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

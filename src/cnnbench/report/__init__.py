@@ -5,7 +5,7 @@ subset of runs or seeds, and any missing optional file, still renders: what is a
 or its figure is not drawn. Modules: runs (loading), tables (markdown, sentences), compare (paired
 comparisons), figures (per dataset), pairs (datasets with classes dropped), claims (the study's
 conclusions re-tested), data_audit (what the audit stage measured); this one assembles the README. The
-statistics are cnnbench.stats'.
+statistics are cnnbench.evaluation.stats'.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cnnbench.config import ClaimConfig, DatasetConfig, ReportConfig
-from cnnbench.files import staging_dir, write_json_atomic, write_text_atomic
-from cnnbench.plotting import save_figure
+from cnnbench.core.files import staging_dir, write_json_atomic, write_text_atomic
+from cnnbench.core.plotting import save_figure
+from cnnbench.params.config import ClaimConfig, DatasetConfig, ReportConfig
 from cnnbench.report.claims import claims_section, evaluate_claims
 from cnnbench.report.compare import (
     VERDICT_RULE_DOC,

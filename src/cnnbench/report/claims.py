@@ -1,7 +1,7 @@
 """The study's claims, re-tested: each `claims:` entry of params.yaml against what the suite measured.
 
 Each claim is declared in advance and is its own test (no correction across claims), decided by the
-one rule of cnnbench.stats on the claimed side's advantage: *confirmed* when it lies beyond the
+one rule of cnnbench.evaluation.stats on the claimed side's advantage: *confirmed* when it lies beyond the
 claim's threshold (0, or minus the margin for "not worse") at 5 %, *refuted* when it lies beyond it
 on the other side, *within noise* otherwise, *undecided* below the seeds a verdict needs. Accuracy
 is the recipes' difference over seeds and test images, read from the report's Comparisons (the same
@@ -18,12 +18,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from cnnbench.config import ClaimConfig, DatasetConfig
-from cnnbench.report.compare import VERDICT_RULE_DOC, Comparisons
-from cnnbench.report.pairs import dropped_classes, shared_class_comparison, shared_differences
-from cnnbench.report.runs import RunsData
-from cnnbench.report.tables import MINUS, fmt, points
-from cnnbench.stats import (
+from cnnbench.evaluation.stats import (
     GREATER,
     LESS,
     MAX_SEEDS_PLANNED,
@@ -36,6 +31,11 @@ from cnnbench.stats import (
     seeds_needed,
     timing_difference,
 )
+from cnnbench.params.config import ClaimConfig, DatasetConfig
+from cnnbench.report.compare import VERDICT_RULE_DOC, Comparisons
+from cnnbench.report.pairs import dropped_classes, shared_class_comparison, shared_differences
+from cnnbench.report.runs import RunsData
+from cnnbench.report.tables import MINUS, fmt, points
 
 PER_IMAGE = ("test_top1",)  # metrics whose per-image outcomes predictions.csv holds
 PERCENT = ("test_top1", "test_top5", "test_top1_tta", "best_val_acc", "final_val_acc")  # fractions shown in %

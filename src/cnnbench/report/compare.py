@@ -2,7 +2,7 @@
 
 Two runs are compared only when they were evaluated on the very same test images: same dataset,
 identical ids in predictions.csv, in the same order; never across test sets. Each pair's difference
-comes from cnnbench.stats (seeds and test images, both) and is computed once per report, in
+comes from cnnbench.evaluation.stats (seeds and test images, both) and is computed once per report, in
 `Comparisons`, whence the tables, sentences, figures, dataset pairs and claims all read it. Over a
 dataset's table of pairs the verdicts are Holm-corrected (many pairs, one family); "A beats B" only
 when A's Holm-adjusted p-value is under 5 %, "undecided" when a run has too few seeds.
@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cnnbench.errors import CnnbenchError
-from cnnbench.plotting import BASE, clip, new_figure, style
-from cnnbench.report.tables import difference_text, fmt_top1, points, short_run_name
-from cnnbench.stats import (
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.plotting import BASE, clip, new_figure, style
+from cnnbench.evaluation.stats import (
     GREATER,
     LESS,
     MAX_SEEDS_PLANNED,
@@ -36,6 +35,7 @@ from cnnbench.stats import (
     recipe_difference,
     seeds_needed,
 )
+from cnnbench.report.tables import difference_text, fmt_top1, points, short_run_name
 
 # Where the verdict rule is explained, as the report and the CLI cite it.
 VERDICT_RULE_DOC = 'docs/reading-a-comparison.md, "How a verdict is reached"'

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cnnbench.files import read_json_object
+from cnnbench.core.files import read_json_object
 from cnnbench.report.tables import md_text
 
 NOISIEST_SHOWN = 5

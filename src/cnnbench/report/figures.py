@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from cnnbench.plotting import BASE, HIGHLIGHT, clip, new_figure, style
+from cnnbench.core.plotting import BASE, HIGHLIGHT, clip, new_figure, style
 from cnnbench.report.tables import accuracy_metric, short_run_name
 
 TOP_PAIRS = 15

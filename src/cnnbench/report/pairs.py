@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cnnbench.config import DatasetConfig
-from cnnbench.errors import CnnbenchError
-from cnnbench.plotting import save_figure
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.plotting import save_figure
+from cnnbench.evaluation.stats import GREATER, LESS, UNDECIDED, accuracy_interval, holm
+from cnnbench.params.config import DatasetConfig
 from cnnbench.report.compare import Comparisons, difference_words, pair_row, plot_differences
 from cnnbench.report.runs import RunsData
 from cnnbench.report.tables import accuracy_cell, figure_markdown, md_text, points, short_run_name
-from cnnbench.stats import GREATER, LESS, UNDECIDED, accuracy_interval, holm
 
 # What must match for two datasets to hold the same images: all but the classes each drops.
 SAME_IMAGES = ("source", "image_size", "val_fraction", "test_fraction", "split_seed")

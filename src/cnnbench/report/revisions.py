@@ -23,12 +23,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.evaluation.stats import GREATER, LESS, MIN_SEEDS, UNDECIDED, holm, pooled_noise, recipe_difference
 from cnnbench.report.compare import VERDICT_RULE_DOC, Outcomes, pair_row, run_outcomes, verdict_words
 from cnnbench.report.results import WIDTH, text_table
 from cnnbench.report.runs import RunsData, load_runs
 from cnnbench.report.tables import fmt, points
-from cnnbench.stats import GREATER, LESS, MIN_SEEDS, UNDECIDED, holm, pooled_noise, recipe_difference
 
 MAX_ARCHIVE_BYTES = 2 << 30  # a runs folder is predictions and curves: far below this
 

@@ -3,7 +3,7 @@
 Each run writes one directory per seed, even with a single seed: `<runs_dir>/<run>/train/seed<k>/`
 (DVCLive's params.yaml, metrics.json and TSV curves) and `<runs_dir>/<run>/eval/seed<k>/`
 (metrics.json, per_class.csv, predictions.csv, scores.npz, and inference.json for the first seed);
-see cnnbench.replicates. One row per (run, seed) replicate; a run whose other seeds are not written
+see cnnbench.training.replicates. One row per (run, seed) replicate; a run whose other seeds are not written
 yet is simply fewer rows. Any missing optional file leaves its columns blank; an unreadable one is a
 CnnbenchError that names it.
 """
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cnnbench.class_scores import SCORES, ClassScores, load_scores
-from cnnbench.errors import CnnbenchError
-from cnnbench.files import read_json_object
-from cnnbench.metric_registry import DEPLOYED_METRICS
-from cnnbench.replicates import find_replicates
+from cnnbench.core.errors import CnnbenchError
+from cnnbench.core.files import read_json_object
+from cnnbench.evaluation.class_scores import SCORES, ClassScores, load_scores
+from cnnbench.params.metric_registry import DEPLOYED_METRICS
+from cnnbench.training.replicates import find_replicates
 
 # Numeric run metrics always present as columns: flat keys of train/metrics.json (DVCLive summary) and
 # of eval/metrics.json. Any other flat number in a `<stage>/seed<k>/metrics.json` becomes a column too,
@@ -33,7 +33,7 @@ TRAIN_KEYS = ("best_val_acc", "final_val_acc", "sec_per_epoch", "train_seconds",
               "params", "flops_per_image", "epochs")
 EVAL_KEYS = ("test_top1", "test_top1_ci_low", "test_top1_ci_high", "test_top5", "test_macro_f1", "test_loss",
              "test_top1_tta", "num_test", "num_classes")
-# Inference cost (eval/inference.json, cnnbench.inference.InferenceCost): stable names that claims can cite.
+# Inference cost (eval/inference.json, cnnbench.evaluation.latency.InferenceCost): stable names that claims can cite.
 INFERENCE_KEYS = ("latency_cpu_b1_1t_ms", "latency_cpu_b1_1t_p95_ms", "latency_cpu_b1_all_ms",
                   "latency_cpu_b1_all_p95_ms", "threads_all", "throughput_cpu_ips", "throughput_cpu_batch",
                   "throughput_gpu_ips", "throughput_gpu_batch", "weights_bytes", "load_average")
