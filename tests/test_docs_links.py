@@ -191,3 +191,33 @@ def test_the_quickstart_rule_fails_on_a_changed_command():
     text = "# x\n\n## Quickstart\n\n```bash\nmake offline   # comment\nmake tests\n```\n\n## Next\n"
     commands = [line.split("#", 1)[0].strip() for line in bash_blocks(section(text, "Quickstart"))[0]]
     assert [c for c in commands if c] != QUICKSTART_COMMANDS
+
+
+# ------------------------------------------------------------------ the front page's results
+
+
+RESULT_ROW = re.compile(r"^\| `(?P<run>[^`]+)` \| (?P<seeds>\d+) \| (?P<params>[\d.]+) \| (?P<top1>[\d.]+) "
+                        r"\((?P<low>[\d.]+) … (?P<high>[\d.]+)\) \| (?P<f1>[\d.]+) \|$")
+RESULTS_LINE = re.compile(r"\((?P<runs>\d+) runs, (?P<models>\d+) trained models, (?P<images>\d+)\s+test images")
+
+
+def test_readme_results_are_the_committed_metrics():
+    """The front page's table of the offline suite is reports/metrics.json, rounded as printed: a regeneration
+    that moves a number and leaves the README behind fails here, naming the run."""
+    import json
+
+    metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    text = README.read_text()
+    rows = {m["run"]: m for m in map(RESULT_ROW.match, text.splitlines()) if m}
+    assert set(rows) == set(metrics), f"README rows {sorted(rows)} vs reports/metrics.json {sorted(metrics)}"
+    for run, row in rows.items():
+        m = metrics[run]
+        printed = (int(row["seeds"]), row["params"], row["top1"], row["low"], row["high"], row["f1"])
+        expected = (int(m["seeds"]), f"{m['params'] / 1e6:.2f}", f"{100 * m['test_top1']:.1f}",
+                    f"{100 * m['test_top1_ci_low']:.1f}", f"{100 * m['test_top1_ci_high']:.1f}",
+                    f"{m['test_macro_f1']:.3f}")
+        assert printed == expected, f"{run}: README says {printed}, reports/metrics.json {expected}"
+    summary = RESULTS_LINE.search(" ".join(text.split()))
+    assert summary, "the sentence before the table (N runs, M trained models, K test images) is gone"
+    assert int(summary["runs"]) == len(metrics)
+    assert int(summary["models"]) == sum(int(m["seeds"]) for m in metrics.values())
