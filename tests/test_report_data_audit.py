@@ -35,6 +35,8 @@ def test_the_section_says_what_was_found_and_done_and_links_the_sheets(tmp_path)
     assert "### Data audit of bugs" in text
     assert "prepare dropped 2 duplicate, 3 near-duplicate" in text
     assert "5 pairs, 3 across splits, 3 train copies removed, 1 label conflicts" in text
+    # ... and what that search cannot see, so that few pairs are not read as no leak
+    assert "The near-duplicate search is pHash alone" in text and "misses most crops and rotations" in text
     assert "12 of 1,000 images (1.2%)" in text and "rank #1 of 3" in text
     assert "moth / crow (7 images)" in text
     assert "![Classes ranked by label quality](data/bugs_class_ranking.png)" in text
