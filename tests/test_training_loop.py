@@ -38,7 +38,14 @@ from cnnbench.data.prepare import prepare_dataset
 from cnnbench.evaluation.predict import load_model
 from cnnbench.models.build import build_model
 from cnnbench.params.config import RunConfig, TrainConfig, load_params
-from cnnbench.training.checkpoint import BEST, LAST, load_model_checkpoint, load_training_state
+from cnnbench.training.checkpoint import (
+    BEST,
+    LAST,
+    load_model_checkpoint,
+    load_training_state,
+    save_checkpoint,
+    weights_digest,
+)
 from cnnbench.training.loop import NonFiniteLoss, dropout_seed, make_schedule, train_replicates, train_run
 from fixtures import TINY_RESNET
 
@@ -283,6 +290,28 @@ def test_finished_replicate_with_the_same_params_data_and_code_is_kept(digits, t
     assert epochs_trained(out) == []
     assert (tmp_path / "run" / BEST).stat().st_mtime_ns == before
     assert summary == json.loads((first / "live" / "metrics.json").read_text())
+
+
+def test_finished_replicate_whose_log_is_another_trainings_is_trained_again(digits, trained, tmp_path, capsys):
+    """A metrics.json beside weights it does not describe (docs/cost.md's `git checkout -- reports` after a
+    rerun on another CPU, whose weights differ) is not kept: it would report the other training's curves."""
+    first, run, spec, _ = trained
+    shutil.copytree(first / "run", tmp_path / "run")
+    shutil.copytree(first / "live", tmp_path / "live")
+    log = json.loads((first / "live" / "metrics.json").read_text())
+    assert log["weights_sha256"] == weights_digest(load_training_state(first / "run" / LAST).weights)
+    # the same seed's last.pt with other weights, as another machine trains them (settings, fingerprint unchanged)
+    state = load_training_state(first / "run" / LAST)
+    other = dataclasses.replace(state, weights={k: v + 1 if v.is_floating_point() else v
+                                                for k, v in state.weights.items()})
+    save_checkpoint(other, tmp_path / "run" / LAST)
+    capsys.readouterr()
+    train_in_process(digits, tmp_path, run, spec)
+    out, err = capsys.readouterr()
+    assert "kept" not in out and "describes other weights than" in err and "training again" in err
+    assert epochs_trained(out) == ["1/3", "2/3", "3/3"]
+    retrained = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert retrained["weights_sha256"] == weights_digest(load_training_state(tmp_path / "run" / LAST).weights)
 
 
 def test_finished_replicate_trained_by_other_code_is_trained_again(digits, trained, tmp_path, capsys, monkeypatch):

@@ -9,6 +9,7 @@ hold weights, never code. A checkpoint's bytes depend only on what determines th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,16 @@ def _load(path: str | Path, cls, device):
 
 def _file_of(cls) -> str:
     return BEST if cls is ModelCheckpoint else LAST
+
+
+def weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """A short sha256 of a state dict's names, dtypes, shapes and bytes (any device, any dtype).
+
+    The train stage's summary records it beside the weights it describes, so a log and a checkpoint that come
+    from two trainings (a log restored from git beside weights trained on another machine) are told apart."""
+    digest = hashlib.sha256()
+    for name, tensor in weights.items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -32,7 +32,15 @@ from cnnbench.models.specs import ModelSpec, spec_to_dict
 from cnnbench.models.summary import summarize
 from cnnbench.models.weights import load_pretrained
 from cnnbench.params.config import RunConfig, TrainConfig
-from cnnbench.training.checkpoint import BEST, LAST, TIMINGS, ModelCheckpoint, TrainingState, save_checkpoint
+from cnnbench.training.checkpoint import (
+    BEST,
+    LAST,
+    TIMINGS,
+    ModelCheckpoint,
+    TrainingState,
+    save_checkpoint,
+    weights_digest,
+)
 from cnnbench.training.distributed import (
     Dist,
     broadcast_buffers,
@@ -211,6 +219,7 @@ def fit(run: RunConfig, spec, session: TrainingSession, run_dir: str | Path, liv
                                progress)
     in_sync = ranks_in_sync(trainee.model, env)
     summary = _summary(history, timings, trainee.summary, env, in_sync, train_data.nbytes + val_data.nbytes)
+    summary["weights_sha256"] = weights_digest(trainee.model.state_dict())  # last.pt's: a kept seed checks it
     if env.main:
         _write_live(live_dir, run, spec.family, history, timings, summary)
     return summary

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnbench.core.errors import CnnbenchError
 from cnnbench.core.files import read_json_object
-from cnnbench.training.checkpoint import TrainingState, load_training_state
+from cnnbench.training.checkpoint import TrainingState, load_training_state, weights_digest
 from cnnbench.training.distributed import Dist, on_rank0
 
 
@@ -58,8 +58,14 @@ def _progress_on_disk(path: Path, metrics: Path, fingerprint: str, epochs: int) 
         return fresh
     if state.epoch >= epochs:
         summary = read_json_object(metrics) if metrics.is_file() else None
-        if summary:
+        if summary and summary.get("weights_sha256") == weights_digest(state.weights):
             return summary
+        if summary:
+            # The log of another training of this seed (restored from git, or made on another machine, where the
+            # same settings train other weights): keeping it would report that training's curves and timings.
+            print(f"note: {metrics} describes other weights than {path} (another training's log); training again",
+                  file=sys.stderr)
+            return fresh
         # Finished with these settings, but its logs are gone: the summary cannot be rebuilt without its
         # timings and memory, so the replicate trains again.
         print(f"note: {path} holds a finished run ({state.epoch}/{epochs} epochs); training from scratch",
