@@ -3,7 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup lock offline test test-fast repro plots check-metrics update-baseline bench bench-gpu
+.PHONY: setup lock offline test test-fast repro plots check-metrics update-baseline status checkout metrics-diff \
+	bench bench-gpu
 
 # The environment is requirements.lock's exact versions, then this package (editable, no further deps). It
 # is keyed on the content of the lock and pyproject.toml, not on their dates: a fresh checkout (CI's, with
@@ -68,6 +69,25 @@ plots: setup
 
 check-metrics: setup
 	cnnbench check-metrics
+
+# DVC's everyday commands for one suite (SUITE, default offline) and the stages upstream of it. Bare `dvc status`
+# and `dvc checkout` also take every stage of the study, which a machine without the network never ran: about
+# 1,000 lines of status, and a checkout that exits 255 (docs/pipeline.md says why there is one pipeline file).
+SUITE ?= offline
+SUITE_ONLY = echo "suite $(SUITE) and its upstream only: the other suites' stages are left out (docs/pipeline.md)"
+status: setup
+	@$(SUITE_ONLY)
+	dvc status report@$(SUITE) --with-deps
+
+checkout: setup
+	@$(SUITE_ONLY)
+	dvc checkout report@$(SUITE) --with-deps
+
+metrics-diff: setup
+	@dir=$$(python -c "import sys, yaml; s = yaml.safe_load(open('params.yaml'))['suites']; \
+		sys.exit('make: no suite $(SUITE) in params.yaml (suites: ' + ', '.join(s) + ')') \
+		if '$(SUITE)' not in s else print(s['$(SUITE)']['dir'])") && $(SUITE_ONLY) && \
+		dvc metrics diff --targets "$$dir/metrics.json"
 
 update-baseline: setup
 	cnnbench update-baseline

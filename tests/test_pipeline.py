@@ -73,6 +73,36 @@ def test_second_repro_does_nothing(project):
     assert "Running stage" not in out
 
 
+def test_make_targets_scope_dvc_to_one_suite_and_say_so(project, tmp_path):
+    """`make status`, `make checkout` and `make metrics-diff` run DVC's everyday commands on one suite and its
+    upstream, with one line saying the other suites are left out; an unknown suite is one clear line."""
+    clone = tmp_path / "clone"  # the results committed, as in this repository (the module's project has none)
+    shutil.copytree(project, clone, symlinks=True)
+    for name in ("Makefile", "requirements.lock", "pyproject.toml"):
+        shutil.copy(ROOT / name, clone / name)
+    subprocess.run(["git", "add", "-A"], cwd=clone, check=True)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=clone, check=True)
+    venv = Path(sys.prefix)  # the virtualenv running the tests, whose bin/ holds dvc
+
+    def make(*args: str) -> subprocess.CompletedProcess:
+        # -o setup: the environment is this one; the recipe under test is the target's own
+        return subprocess.run(["make", "-s", "-o", "setup", f"VENV={venv}", *args], cwd=clone,
+                              capture_output=True, text=True, timeout=300)
+
+    note = "suite offline and its upstream only: the other suites' stages are left out (docs/pipeline.md)"
+    status = make("status")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines() == [note, "Data and pipelines are up to date."]
+    checkout = make("checkout")
+    assert checkout.returncode == 0, checkout.stderr
+    diff = make("metrics-diff")  # nothing changed since the commit: the note alone, no warning
+    assert diff.returncode == 0 and diff.stdout.splitlines() == [note] and diff.stderr == ""
+    unknown = make("metrics-diff", "SUITE=nosuch")
+    assert unknown.returncode != 0
+    assert "make: no suite nosuch in params.yaml (suites: offline)" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
 # One module per stage: editing it must make exactly that stage (and what follows it) stale.
 EDITS = {"fetch@digits": "src/cnnbench/data/fetch.py", "prepare@digits": "src/cnnbench/data/prepare.py",
          "train@digits-a": "src/cnnbench/training/loop.py", "evaluate@digits-a": "src/cnnbench/training/checkpoint.py",
