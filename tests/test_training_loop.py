@@ -169,6 +169,33 @@ def test_same_run_twice_gives_identical_metrics_and_weights(digits, trained, tmp
     assert_same_weights(tmp_path / "run" / LAST, first / "run" / LAST)
 
 
+def test_cpu_amp_trains_in_bf16_where_the_cpu_computes_it_reproducibly(digits, trained, tmp_path, monkeypatch):
+    """train.cpu_amp on a CPU with native bf16 (faked where this one has none: autocast itself runs anywhere): the
+    steps run in bf16, so the weights are not fp32's, the same twice, and the record says which precision."""
+    first, _, spec, _ = trained
+    monkeypatch.setattr(train_module, "cpu_computes_bf16", lambda: True)
+    _, run, _ = tiny_run(tmp_path, cpu_amp=True)
+    for out in (tmp_path / "a", tmp_path / "b"):
+        summary = train_in_process(digits, out, run, spec)
+        assert summary["precision"] == "bf16 autocast"
+        assert json.loads((out / "live" / "metrics.json").read_text())["precision"] == "bf16 autocast"
+    assert_same_weights(tmp_path / "a" / "run" / LAST, tmp_path / "b" / "run" / LAST)
+    with pytest.raises(AssertionError):
+        assert_same_weights(tmp_path / "a" / "run" / LAST, first / "run" / LAST)
+
+
+def test_cpu_amp_on_a_cpu_without_native_bf16_trains_fp32_and_says_so(digits, trained, tmp_path, monkeypatch, capsys):
+    first, _, spec, _ = trained
+    monkeypatch.setattr(train_module, "cpu_computes_bf16", lambda: False)
+    _, run, _ = tiny_run(tmp_path, cpu_amp=True)
+    capsys.readouterr()
+    summary = train_in_process(digits, tmp_path, run, spec)
+    assert "note: run tiny: train.cpu_amp is ignored, this CPU has no native bf16 (AMX); training in fp32" in \
+        capsys.readouterr().err
+    assert summary["precision"] == "fp32"
+    assert_same_weights(tmp_path / "run" / LAST, first / "run" / LAST)  # fp32's arithmetic exactly
+
+
 def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(digits, trained, repo_dvc_yaml):
     out, run, spec, summary = trained
     live = out / "live"
@@ -176,6 +203,7 @@ def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(digits, 
     assert SUMMARY_KEYS <= metrics.keys()
     assert {k: metrics[k] for k in summary} == summary
     assert metrics["peak_mem_kind"] == "cpu_peak_rss" and metrics["device"] == "cpu"
+    assert metrics["precision"] == "fp32"  # train.cpu_amp is off by default
     assert metrics["epochs"] == run.train.epochs == 3 and metrics["world_size"] == 1
     assert metrics["params"] == sum(p.numel() for p in build_model(spec, 10, 8).parameters())
     assert metrics["flops_per_image"] > 0 and metrics["peak_mem_mb"] > 0

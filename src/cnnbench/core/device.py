@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import nullcontext
 
 import torch
 
@@ -57,3 +58,24 @@ def load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX tiles, as on Intel Sapphire Rapids and later). Elsewhere
+    bf16 is emulated and slower than fp32, so `train.cpu_amp` is ignored there. torch < 2.3 cannot tell: no."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def autocast_bf16(device: torch.device, enabled: bool):
+    """bf16 autocast on `device` when `enabled`, else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def deterministic_algorithms(compiled: bool) -> None:
+    """torch.use_deterministic_algorithms(True), without its import of torch._inductor (1.5-2 s a process on a
+    2-core Xeon) when nothing is compiled: that import only sets inductor's own flag, which eager code never reads."""
+    if compiled or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=False)

@@ -144,7 +144,8 @@ class TrainConfig(Validated):
     label_smoothing: float = 0.1
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    amp: bool = True
+    amp: bool = True                   # bf16 autocast on CUDA
+    cpu_amp: bool = False              # ... and on a CPU that computes bf16 natively (AMX); ignored elsewhere
     channels_last: bool = True
     compile: bool = False
     pretrained: str | None = None

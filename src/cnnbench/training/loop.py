@@ -13,7 +13,6 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnbench.core.device import device_name, load_average
+from cnnbench.core.device import autocast_bf16, cpu_computes_bf16, deterministic_algorithms, device_name, load_average
 from cnnbench.core.errors import CnnbenchError
 from cnnbench.core.files import remove_stale_dirs, staging_dir, write_json_atomic
 from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
@@ -69,14 +68,14 @@ MIN_STEPS_PER_EPOCH = 10
 
 
 def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
-    """Speed on CUDA (cudnn autotuning, TF32); bitwise reproducibility on the CPU."""
+    """Speed on CUDA (cudnn autotuning, TF32); bitwise reproducibility on the CPU (bf16 autocast included)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     elif cfg.deterministic:
         # CUDA stays non-deterministic on purpose: AdaptiveAvgPool2d's backward has no deterministic kernel.
-        torch.use_deterministic_algorithms(True)
+        deterministic_algorithms(compiled=cfg.compile)
 
 
 def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -143,7 +142,7 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
         y = data.labels[idx]
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(env.device, amp):
+        with autocast_bf16(env.device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if env.device.type == "cpu" or step % NAN_CHECK_EVERY == 0:
@@ -213,6 +212,9 @@ def fit(run: RunConfig, spec, session: TrainingSession, run_dir: str | Path, liv
     val_data = session.device_split("val", data.splits["val"].x, data.splits["val"].y)
     trainee = build_trainee(spec, cfg, len(data.classes), data.image_size, env, len(train_data) // cfg.batch_size)
     restore(found, trainee.model, trainee.optimizer, trainee.schedule)
+    if cfg.cpu_amp and env.device.type == "cpu" and not trainee.amp and env.main:
+        print(f"note: run {run.name}: train.cpu_amp is ignored, this CPU has no native bf16 (AMX); training in fp32",
+              file=sys.stderr, flush=True)
     if found.epoch and env.main:
         print(f"resuming {run.name} from {run_dir / LAST}: {found.epoch}/{cfg.epochs} epochs done", flush=True)
     history, timings = _epochs(run, spec, session, trainee, found, fingerprint, train_data, val_data, run_dir,
@@ -220,6 +222,7 @@ def fit(run: RunConfig, spec, session: TrainingSession, run_dir: str | Path, liv
     in_sync = ranks_in_sync(trainee.model, env)
     summary = _summary(history, timings, trainee.summary, env, in_sync, train_data.nbytes + val_data.nbytes)
     summary["weights_sha256"] = weights_digest(trainee.model.state_dict())  # last.pt's: a kept seed checks it
+    summary["precision"] = "bf16 autocast" if trainee.amp else "fp32"
     if env.main:
         _write_live(live_dir, run, spec.family, history, timings, summary)
     return summary
@@ -289,8 +292,9 @@ def build_trainee(spec: ModelSpec, cfg: TrainConfig, num_classes: int, image_siz
     # +1: OneCycleLR's last step would otherwise extrapolate past its final learning rate.
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch + 1)
     step_net = torch.compile(net, backend=backend, dynamic=False) if cfg.compile else net  # shapes never change
-    return Trainee(model, step_net, optimizer, schedule, summary,
-                   amp=cuda and cfg.amp, channels_last=channels_last)
+    # bf16 autocast: train.amp on CUDA; train.cpu_amp on a CPU that computes bf16 natively (elsewhere it is slower)
+    amp = cfg.amp if cuda else cfg.cpu_amp and cpu_computes_bf16()
+    return Trainee(model, step_net, optimizer, schedule, summary, amp=amp, channels_last=channels_last)
 
 
 def _epochs(run: RunConfig, spec: ModelSpec, session: TrainingSession, trainee: Trainee, state: TrainingState,
@@ -430,10 +434,6 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:6.2%}  "
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:6.2%}  lr {row['lr']:.4g}  "
             f"{row['epoch_seconds']:.1f}s  {row['images_per_sec']:,.0f} img/s")
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled and device.type == "cuda" else nullcontext()
 
 
 def _all_reduce(t: torch.Tensor, env: Dist) -> torch.Tensor:
