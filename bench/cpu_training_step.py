@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from cnnbench.core.device import autocast_bf16, cpu_computes_bf16, deterministic_algorithms  # noqa: E402
+from cnnbench.core.device import autocast_bf16, cpu_computes_bf16  # noqa: E402
 from cnnbench.models.build import build_model  # noqa: E402
 from cnnbench.params.config import load_params  # noqa: E402
 
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*",
                         default=["mobilenet_v2", "resnet18", "resnet18_stem3", "resnet18_stem1_l3"])
     args = parser.parse_args()
-    deterministic_algorithms(compiled=False)
+    torch.use_deterministic_algorithms(True)
     models = load_params(Path(__file__).resolve().parents[1] / "params.yaml").models
     x, y = torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 10, (args.batch,))
     precisions = (False, True) if cpu_computes_bf16() else (False,)

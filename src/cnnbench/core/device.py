@@ -71,11 +71,3 @@ def autocast_bf16(device: torch.device, enabled: bool):
     """bf16 autocast on `device` when `enabled`, else nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
-
-def deterministic_algorithms(compiled: bool) -> None:
-    """torch.use_deterministic_algorithms(True), without its import of torch._inductor (1.5-2 s a process on a
-    2-core Xeon) when nothing is compiled: that import only sets inductor's own flag, which eager code never reads."""
-    if compiled or not hasattr(torch._C, "_set_deterministic_algorithms"):
-        torch.use_deterministic_algorithms(True)
-    else:
-        torch._C._set_deterministic_algorithms(True, warn_only=False)

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnbench.core.device import autocast_bf16, cpu_computes_bf16, deterministic_algorithms, device_name, load_average
+from cnnbench.core.device import autocast_bf16, cpu_computes_bf16, device_name, load_average
 from cnnbench.core.errors import CnnbenchError
 from cnnbench.core.files import remove_stale_dirs, staging_dir, write_json_atomic
 from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
@@ -75,7 +75,7 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
     elif cfg.deterministic:
         # CUDA stays non-deterministic on purpose: AdaptiveAvgPool2d's backward has no deterministic kernel.
-        deterministic_algorithms(compiled=cfg.compile)
+        torch.use_deterministic_algorithms(True)
 
 
 def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
