@@ -70,4 +70,3 @@ def cpu_computes_bf16() -> bool:
 def autocast_bf16(device: torch.device, enabled: bool):
     """bf16 autocast on `device` when `enabled`, else nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
-

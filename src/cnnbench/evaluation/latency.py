@@ -18,14 +18,13 @@ import io
 import platform
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from cnnbench.core.device import available_cpus, load_average
+from cnnbench.core.device import autocast_bf16, available_cpus, load_average
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,7 @@ def throughput(model: nn.Module, image_size: int, batch_size: int, device: torch
     x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(device)
     if cuda and precision.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and precision.amp else nullcontext()
+    autocast = autocast_bf16(device, cuda and precision.amp)
 
     def call() -> None:
         model(x)
