@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import itertools
 import json
 import os
 import re
@@ -28,6 +30,7 @@ import yaml
 
 import cnnbench.training.fingerprint as fingerprint_module
 import cnnbench.training.loop as train_module
+import cnnbench.training.precision as precision_module
 import cnnbench.training.resume as resume_module
 import cnnbench.training.session as session_module
 from cnnbench.core.errors import CnnbenchError
@@ -37,6 +40,8 @@ from cnnbench.data.fetch import fetch_source
 from cnnbench.data.prepare import prepare_dataset
 from cnnbench.evaluation.predict import load_model
 from cnnbench.models.build import build_model
+from cnnbench.models.specs import parse_model_spec
+from cnnbench.models.summary import summarize, summarize_spec
 from cnnbench.params.config import RunConfig, TrainConfig, load_params
 from cnnbench.training.checkpoint import (
     BEST,
@@ -47,6 +52,7 @@ from cnnbench.training.checkpoint import (
     weights_digest,
 )
 from cnnbench.training.loop import NonFiniteLoss, dropout_seed, make_schedule, train_replicates, train_run
+from cnnbench.training.precision import step_precision, unreproducible_in_bf16
 from fixtures import TINY_RESNET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +179,7 @@ def test_cpu_amp_trains_in_bf16_where_the_cpu_computes_it_reproducibly(digits, t
     """train.cpu_amp on a CPU with native bf16 (faked where this one has none: autocast itself runs anywhere): the
     steps run in bf16, so the weights are not fp32's, the same twice, and the record says which precision."""
     first, _, spec, _ = trained
-    monkeypatch.setattr(train_module, "cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "cpu_computes_bf16", lambda: True)
     _, run, _ = tiny_run(tmp_path, cpu_amp=True)
     for out in (tmp_path / "a", tmp_path / "b"):
         summary = train_in_process(digits, out, run, spec)
@@ -186,7 +192,7 @@ def test_cpu_amp_trains_in_bf16_where_the_cpu_computes_it_reproducibly(digits, t
 
 def test_cpu_amp_on_a_cpu_without_native_bf16_trains_fp32_and_says_so(digits, trained, tmp_path, monkeypatch, capsys):
     first, _, spec, _ = trained
-    monkeypatch.setattr(train_module, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_computes_bf16", lambda: False)
     _, run, _ = tiny_run(tmp_path, cpu_amp=True)
     capsys.readouterr()
     summary = train_in_process(digits, tmp_path, run, spec)
@@ -194,6 +200,113 @@ def test_cpu_amp_on_a_cpu_without_native_bf16_trains_fp32_and_says_so(digits, tr
         capsys.readouterr().err
     assert summary["precision"] == "fp32"
     assert_same_weights(tmp_path / "run" / LAST, first / "run" / LAST)  # fp32's arithmetic exactly
+
+
+# A ResNet whose last stage reaches a 1x1 map through a stride-2 conv at 8 px (8 -> 4 -> 2 -> 1), as ResNet18's
+# layer4 does at 16 px: oneDNN's bf16 weight gradient of that conv differs from run to run.
+ONTO_ONE_PIXEL = {**TINY_RESNET, "depths": [1, 1, 1, 1], "widths": [8, 16, 16, 16], "strides": [1, 2, 2, 2]}
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_cpu_amp_trains_fp32_where_bf16_steps_would_not_reproduce(digits, tmp_path, monkeypatch, capsys,
+                                                                   deterministic):
+    monkeypatch.setattr(precision_module, "cpu_computes_bf16", lambda: True)
+    spec = parse_model_spec("tiny", ONTO_ONE_PIXEL)
+    _, run, _ = tiny_run(tmp_path, cpu_amp=True, deterministic=deterministic, epochs=1)
+    capsys.readouterr()
+    summary = train_in_process(digits, tmp_path / "amp", run, spec)
+    err = capsys.readouterr().err
+    if not deterministic:  # asked for: bf16, reproducible or not
+        assert summary["precision"] == "bf16 autocast" and "note:" not in err
+        return
+    assert ("note: run tiny: train.cpu_amp is ignored, its bf16 steps are not reproducible on a CPU for a strided "
+            "conv onto a 1-pixel map (layer4.0.conv1 (2x2 -> 1x1, stride 2) and 1 more; train.deterministic: false "
+            "allows them); training in fp32") in err
+    assert summary["precision"] == "fp32"
+    _, fp32_run, _ = tiny_run(tmp_path / "fp32", epochs=1)
+    train_in_process(digits, tmp_path / "fp32", fp32_run, spec)
+    assert_same_weights(tmp_path / "amp" / "run" / LAST, tmp_path / "fp32" / "run" / LAST)
+
+
+def test_every_conv_whose_bf16_gradient_differs_between_runs_is_one_the_rule_names():
+    """The rule behind the fp32 fallback, against the kernels themselves: one conv of every small geometry, its bf16
+    weight gradient computed three times; each geometry where the three differ must be one the rule names (on this
+    CPU: stride 2-3 onto a 1-pixel map from 1-2 pixels). Were a torch upgrade to add others, this fails."""
+    missed, named = [], 0
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for size, kernel, stride, fmt in itertools.product((1, 2, 3, 4), (1, 3, 5), (1, 2, 3),
+                                                           (torch.contiguous_format, torch.channels_last)):
+            for padding in range(kernel // 2 + 1):
+                if size + 2 * padding < kernel:
+                    continue
+                conv = torch.nn.Conv2d(32, 32, kernel, stride, padding, bias=False)
+                flagged = bool(unreproducible_in_bf16(summarize(conv, image_size=size, in_channels=32)))
+                named += flagged
+                grads = {bf16_weight_grad(conv, size, fmt).numpy().tobytes() for _ in range(3)}
+                if len(grads) > 1 and not flagged:
+                    missed.append((size, kernel, stride, padding, fmt))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert named and not missed
+
+
+def bf16_weight_grad(conv: torch.nn.Conv2d, size: int, fmt: torch.memory_format) -> torch.Tensor:
+    conv = conv.to(memory_format=fmt)
+    conv.zero_grad()
+    x = torch.randn(8, 32, size, size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv(x).float().sum().backward()
+    return conv.weight.grad.clone()
+
+
+def test_the_offline_suite_s_bf16_runs_keep_bf16_on_a_cpu_that_computes_it(monkeypatch):
+    """Every offline run that asks for cpu_amp trains in bf16 where the CPU computes it (the rule above names none
+    of their convs); ResNet18 at the suite's 16 px would not (layer3 and layer4 end in 1x1 maps)."""
+    monkeypatch.setattr(precision_module, "cpu_computes_bf16", lambda: True)
+    params, cpu = load_params(ROOT / "params.yaml"), torch.device("cpu")
+    size = params.datasets["digits"].image_size
+    asking = [run for run in params.runs.values() if run.suite == "offline" and run.train.cpu_amp]
+    assert asking
+    for run in asking:
+        assert step_precision(run.train, cpu, summarize_spec(params.model(run.model), 10, size)) == (True, None)
+    bf16, why = step_precision(asking[0].train, cpu, summarize_spec(params.model("resnet18"), 10, size))
+    assert not bf16 and "(layer3.0.conv1 (2x2 -> 1x1, stride 2) and 3 more;" in why
+
+
+def test_a_bf16_checkpoint_is_retrained_where_the_cpu_trains_fp32(digits, trained, tmp_path, monkeypatch, capsys):
+    """A seed trained with cpu_amp on a CPU with native bf16, carried to one without (same params, data and code):
+    its steps would now run in fp32, so it is trained again from scratch, not kept or continued in fp32."""
+    first, _, spec, _ = trained
+    _, run, _ = tiny_run(tmp_path, cpu_amp=True)
+    monkeypatch.setattr(precision_module, "cpu_computes_bf16", lambda: True)
+    assert train_in_process(digits, tmp_path, run, spec)["precision"] == "bf16 autocast"
+    monkeypatch.setattr(precision_module, "cpu_computes_bf16", lambda: False)
+    capsys.readouterr()
+    summary = train_in_process(digits, tmp_path, run, spec)
+    out, err = capsys.readouterr()
+    assert "was trained with other settings; training from scratch" in err
+    assert epochs_trained(out) == ["1/3", "2/3", "3/3"]
+    assert summary["precision"] == "fp32"
+    assert_same_weights(tmp_path / "run" / LAST, first / "run" / LAST)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_progress_bar_shows_on_a_terminal_and_stays_out_of_logs(digits, tmp_path, monkeypatch, terminal):
+    """A bar is for someone watching a terminal; in a log (CI's, a pipe, `dvc repro > log`) its carriage-return
+    updates would be debris between the epoch lines. Here it may show from an epoch's first step."""
+
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return terminal
+
+    stderr = Stderr()
+    monkeypatch.setattr(train_module, "PROGRESS_DELAY", 0)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    _, run, spec = tiny_run(tmp_path, epochs=1)
+    train_run(run, spec, digits, tmp_path / "run", tmp_path / "live", device="cpu", progress=True)
+    assert ("tiny seed 0 epoch 1:" in stderr.getvalue()) is terminal
 
 
 def test_dvclive_output_holds_summary_params_and_one_plot_row_per_epoch(digits, trained, repo_dvc_yaml):

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cnnbench.core.device import autocast_bf16, cpu_computes_bf16, device_name, load_average
+from cnnbench.core.device import autocast_bf16, device_name, load_average
 from cnnbench.core.errors import CnnbenchError
 from cnnbench.core.files import remove_stale_dirs, staging_dir, write_json_atomic
 from cnnbench.data.datasets import DeviceSplit, Normalize, augment, batches, epoch_order
@@ -40,13 +40,9 @@ from cnnbench.training.checkpoint import (
     save_checkpoint,
     weights_digest,
 )
-from cnnbench.training.distributed import (
-    Dist,
-    broadcast_buffers,
-    ranks_in_sync,
-    use_sync_batchnorm,
-)
+from cnnbench.training.distributed import Dist, broadcast_buffers, ranks_in_sync, use_sync_batchnorm
 from cnnbench.training.fingerprint import config_hash
+from cnnbench.training.precision import bf16_on_offer, step_precision
 from cnnbench.training.replicates import replicate_dir
 from cnnbench.training.resume import read_progress, read_timings, restore
 from cnnbench.training.session import TrainingSession
@@ -75,6 +71,8 @@ def configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
     elif cfg.deterministic:
         # CUDA stays non-deterministic on purpose: AdaptiveAvgPool2d's backward has no deterministic kernel.
+        # Its NaN fill of new tensors stays on: without it a step takes 0.84x the time at best (MobileNetV2 on the
+        # CPU), but a kernel that read memory it never wrote would then differ between runs, unseen.
         torch.use_deterministic_algorithms(True)
 
 
@@ -136,7 +134,7 @@ def train_one_epoch(model, optimizer, schedule, data: DeviceSplit, norm: Normali
     seen = 0
     steps = len(data) // cfg.batch_size
     bar = tqdm(total=steps, desc=f"{label} epoch {epoch + 1}".lstrip(), unit="step", leave=False, mininterval=5,
-               delay=PROGRESS_DELAY, disable=not (progress and env.main), file=sys.stderr)
+               delay=PROGRESS_DELAY, disable=not (progress and env.main and sys.stderr.isatty()), file=sys.stderr)
     for step, idx in enumerate(batches(order, cfg.batch_size, env.rank, env.world)):
         x = augment(norm(data.images[idx]), cfg.augment, gen)
         y = data.labels[idx]
@@ -203,7 +201,9 @@ def fit(run: RunConfig, spec, session: TrainingSession, run_dir: str | Path, liv
     configure_torch(cfg, env.device)
     train_x, train_y, subset = _training_images(run, session)
     run_dir, live_dir = Path(run_dir), Path(live_dir)
-    fingerprint = config_hash(run, spec, {"data": session.data_hash, "n_train": len(train_y), "world": env.world})
+    # With bf16 on offer here or not: a last.pt trained with cpu_amp on AMX is not kept or resumed in fp32 elsewhere.
+    fingerprint = config_hash(run, spec, {"data": session.data_hash, "n_train": len(train_y), "world": env.world,
+                                          "bf16": bf16_on_offer(cfg, env.device)})
     # last.pt read once, on rank 0: a finished replicate's summary (kept), or the state to resume from.
     found = read_progress(run_dir / LAST, live_dir / "metrics.json", fingerprint, cfg.epochs, env)
     if isinstance(found, dict):
@@ -212,8 +212,8 @@ def fit(run: RunConfig, spec, session: TrainingSession, run_dir: str | Path, liv
     val_data = session.device_split("val", data.splits["val"].x, data.splits["val"].y)
     trainee = build_trainee(spec, cfg, len(data.classes), data.image_size, env, len(train_data) // cfg.batch_size)
     restore(found, trainee.model, trainee.optimizer, trainee.schedule)
-    if cfg.cpu_amp and env.device.type == "cpu" and not trainee.amp and env.main:
-        print(f"note: run {run.name}: train.cpu_amp is ignored, this CPU has no native bf16 (AMX); training in fp32",
+    if trainee.fp32_because and env.main:
+        print(f"note: run {run.name}: train.cpu_amp is ignored, {trainee.fp32_because}; training in fp32",
               file=sys.stderr, flush=True)
     if found.epoch and env.main:
         print(f"resuming {run.name} from {run_dir / LAST}: {found.epoch}/{cfg.epochs} epochs done", flush=True)
@@ -269,6 +269,7 @@ class Trainee:
     summary: object
     amp: bool
     channels_last: bool
+    fp32_because: str | None = None  # why train.cpu_amp is not honoured, when it is not
 
 
 def build_trainee(spec: ModelSpec, cfg: TrainConfig, num_classes: int, image_size: int, env: Dist,
@@ -282,19 +283,16 @@ def build_trainee(spec: ModelSpec, cfg: TrainConfig, num_classes: int, image_siz
     summary = summarize(model, image_size=image_size)
     model = use_sync_batchnorm(model, cfg, env)
     model.to(env.device)
-    cuda = env.device.type == "cuda"
-    channels_last = cfg.channels_last  # CPU too: oneDNN's NHWC depthwise convs (MobileNetV2) are 2.3x faster
-    if channels_last:
+    if cfg.channels_last:  # CPU too: oneDNN's NHWC depthwise convs (MobileNetV2) are 2.3x faster
         model = model.to(memory_format=torch.channels_last)
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if cuda else None) \
-        if env.world > 1 else model
+    ids = [env.device.index] if env.device.type == "cuda" else None
+    net = nn.parallel.DistributedDataParallel(model, device_ids=ids) if env.world > 1 else model
     optimizer = make_optimizer(model, cfg)
     # +1: OneCycleLR's last step would otherwise extrapolate past its final learning rate.
     schedule = make_schedule(optimizer, cfg, cfg.epochs * steps_per_epoch + 1)
     step_net = torch.compile(net, backend=backend, dynamic=False) if cfg.compile else net  # shapes never change
-    # bf16 autocast: train.amp on CUDA; train.cpu_amp on a CPU that computes bf16 natively (elsewhere it is slower)
-    amp = cfg.amp if cuda else cfg.cpu_amp and cpu_computes_bf16()
-    return Trainee(model, step_net, optimizer, schedule, summary, amp=amp, channels_last=channels_last)
+    amp, fp32_because = step_precision(cfg, env.device, summary)
+    return Trainee(model, step_net, optimizer, schedule, summary, amp, cfg.channels_last, fp32_because)
 
 
 def _epochs(run: RunConfig, spec: ModelSpec, session: TrainingSession, trainee: Trainee, state: TrainingState,
