@@ -7,7 +7,7 @@ four), 10 timed SGD steps after 3 untimed, deterministic algorithms on as the tr
 turn is printed, as a ratio to NCHW fp32. bf16 is measured only where the CPU computes it natively (AMX): it
 is what `train.cpu_amp` turns on. The figures behind the offline runs' `channels_last` and `cpu_amp`
 (docs/training.md): on a 2-core Xeon with AMX at 16 px, batch 64, MobileNetV2's NHWC step took 0.38-0.53x its
-NCHW time; bf16 took 0.64-0.72x of fp32 for resnet18_stem1_l3, 0.88x for resnet18_stem3, and 1.2-2.4x for
+NCHW time; bf16 took 0.64-0.72x of fp32 for resnet18_stem1_l3, 0.80-0.88x for resnet18_stem3, and 1.2-2.4x for
 resnet18 and MobileNetV2.
 """
 
