@@ -7,7 +7,8 @@ Plain functions (no pytest here), so any test module can `from fixtures import .
 - serve_directory / serve_truncated / closed_port_url: HTTP on 127.0.0.1 only, never the internet;
 - run_with_peak_rss: a command in a child process, with the peak memory it and its workers used;
 - registry / randomise_bn_stats / TINY_RESNET: the declared model variants, and helpers for model tests;
-- run_cnnbench: the `cnnbench` command run in-process against the project's params.yaml.
+- run_cnnbench: the `cnnbench` command run in-process against the project's params.yaml;
+- dvc / pipeline_project: the `dvc` command, and this project's pipeline committed in a fresh git+DVC repo.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import http.server
 import io
 import os
 import pickle
+import shutil
 import socket
 import struct
 import subprocess
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from cnnbench.params.config import load_params
@@ -442,3 +445,30 @@ def dvc(cwd: Path, *args: str, check: bool = True, timeout: float = 480) -> subp
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def pipeline_project(repo: Path, runs: dict, suites: dict | None = None, link_cache: bool = False) -> Path:
+    """This project's pipeline and code (dvc.yaml, stages/, src/, its params.yaml with the digits at 8 px, the tiny
+    model and `runs`, no claims) committed in a fresh git+DVC repo at `repo`, as a clone has them; nothing run.
+    `link_cache`: DVC links outputs into its cache instead of copying them (for tests that reproduce often)."""
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["datasets"]["digits"]["image_size"] = 8
+    params["models"]["tiny"] = TINY_RESNET
+    params["runs"] = runs
+    params["suites"] = suites or params["suites"]
+    params["claims"] = []  # the project's claims name its own runs
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)  # the plot templates
+    if link_cache:
+        dvc(repo, "config", "cache.type", "reflink,hardlink,copy")
+    (repo / ".gitignore").write_text("/data/\n__pycache__/\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "project"], cwd=repo, check=True)
+    return repo

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures import TINY_RESNET, dvc
+from fixtures import dvc, pipeline_project
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -27,29 +27,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """This project's pipeline and code in a fresh git+DVC repo, with two tiny digits runs."""
-    repo = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["datasets"]["digits"]["image_size"] = 8
-    params["models"]["tiny"] = TINY_RESNET
     run = {"suite": "offline", "dataset": "digits", "model": "tiny",
            "train": {"epochs": 2, "batch_size": 128, "lr": 0.1, "augment": {"pad": 1, "flip": False}}}
-    params["runs"] = {"digits-a": run, "digits-b": {**run, "train": {**run["train"], "seed": 1}}}
-    params["suites"] = {"offline": {"dir": "reports", "data": "reports/data/digits_audit.json"}}
-    params["claims"] = []  # the project's claims name its own runs
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "config", "user.email", "t@example.com"], cwd=repo, check=True)
-    subprocess.run(["git", "config", "user.name", "t"], cwd=repo, check=True)
-    dvc(repo, "init", "-q")
-    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)  # the plot templates
-    dvc(repo, "config", "cache.type", "reflink,hardlink,copy")
-    (repo / ".gitignore").write_text("/data/\n__pycache__/\n")
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-qm", "project"], cwd=repo, check=True)  # as in any clone
+    repo = pipeline_project(tmp_path_factory.mktemp("project"),
+                            {"digits-a": run, "digits-b": {**run, "train": {**run["train"], "seed": 1}}},
+                            {"offline": {"dir": "reports", "data": "reports/data/digits_audit.json"}}, link_cache=True)
     dvc(repo, "repro", "report@offline")
     return repo
 

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from fixtures import TINY_RESNET, dvc
+from fixtures import dvc, pipeline_project
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)
@@ -88,25 +87,9 @@ def test_only_the_training_code_counts_not_what_else_is_loaded(tmp_path):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """This project's pipeline and code in a fresh git+DVC repo, with one tiny two-seed digits run trained."""
-    repo = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    copy_src(repo)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["datasets"]["digits"]["image_size"] = 8
-    params["models"]["tiny"] = TINY_RESNET
-    params["runs"] = {"digits-a": {"suite": "offline", "dataset": "digits", "model": "tiny", "seeds": list(SEEDS),
-                                   "train": {"epochs": 1, "batch_size": 128, "lr": 0.1,
-                                             "augment": {"pad": 1, "flip": False}}}}
-    params["claims"] = []  # the project's claims name its own runs
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
-        subprocess.run(["git", *args], cwd=repo, check=True)
-    dvc(repo, "init", "-q")
-    (repo / ".gitignore").write_text("/data/\n__pycache__/\n")
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-qm", "project"], cwd=repo, check=True)
+    run = {"suite": "offline", "dataset": "digits", "model": "tiny", "seeds": list(SEEDS),
+           "train": {"epochs": 1, "batch_size": 128, "lr": 0.1, "augment": {"pad": 1, "flip": False}}}
+    repo = pipeline_project(tmp_path_factory.mktemp("project"), {"digits-a": run})
     out = dvc(repo, "repro", "train@digits-a").stdout
     assert out.count("epoch   1/1") == len(SEEDS), out
     return repo
